@@ -1,0 +1,82 @@
+"""Host checks run before the first sandbox of a process starts, and the start-up sweep."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+
+from jupyter_core.paths import jupyter_runtime_dir
+
+from runtime.registry import sweep
+
+
+def state_root() -> str:
+    """Where this user's sandboxes keep their sockets and records."""
+    return os.path.join(jupyter_runtime_dir(), "hopx")
+
+
+@functools.cache
+def check_host(bwrap: str) -> None:
+    """Fail with what to install or enable when this host cannot run a sandbox at all."""
+    if not shutil.which(bwrap):
+        raise RuntimeError(
+            f"bubblewrap ({bwrap}) is not installed; install it, e.g. `apt install bubblewrap` "
+            "or `dnf install bubblewrap`"
+        )
+    problem = user_namespace_problem()
+    if problem:
+        raise RuntimeError(problem)
+
+
+def user_namespace_problem() -> str | None:
+    """Why this host refuses user namespaces, with the fix; None when they are allowed."""
+    checks = [
+        (
+            "/proc/sys/user/max_user_namespaces",
+            lambda v: v == "0",
+            "user namespaces are disabled (user.max_user_namespaces = 0); enable them with "
+            "`sysctl -w user.max_user_namespaces=15000`",
+        ),
+        (
+            "/proc/sys/kernel/unprivileged_userns_clone",
+            lambda v: v == "0" and os.geteuid() != 0,
+            "unprivileged user namespaces are disabled; enable them with "
+            "`sysctl -w kernel.unprivileged_userns_clone=1`",
+        ),
+        (
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+            lambda v: v == "1" and os.geteuid() != 0,
+            "AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+); allow bwrap with an "
+            "AppArmor profile (see the README's troubleshooting section) or run "
+            "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`",
+        ),
+    ]
+    for path, is_bad, message in checks:
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+        except OSError:
+            continue
+        if is_bad(value):
+            return message
+    return None
+
+
+_swept = False
+
+
+def sweep_stale_sandboxes(log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+    """Once per process: remove what sandboxes of a crashed host or server left behind."""
+    global _swept  # noqa: PLW0603 - a once-per-process flag
+    if _swept:
+        return
+    _swept = True
+    try:
+        removed = sweep(state_root())
+    except OSError:
+        log.exception("Hopx: the sweep of stale sandboxes failed")
+        return
+    for path in removed:
+        log.info("Hopx: removed %s left by a sandbox that is gone", path)

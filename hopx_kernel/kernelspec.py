@@ -1,0 +1,79 @@
+"""The "Python 3 (Hopx sandbox)" kernelspec: build it, validate its settings, install it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager
+
+DEFAULT_NAME = "hopx-python"
+DEFAULT_DISPLAY_NAME = "Python 3 (Hopx sandbox)"
+PROVISIONER_NAME = "hopx-provisioner"
+
+
+def validate_settings(settings: dict[str, Any]) -> None:
+    """Raise the error a kernel start would raise for these provisioner settings, now."""
+    from hopx_kernel.provisioner import HopxProvisioner
+
+    HopxProvisioner(kernel_id="validate", kernel_spec=None, parent=None, **settings)
+
+
+def kernelspec(
+    settings: dict[str, Any] | None = None,
+    *,
+    display_name: str = DEFAULT_DISPLAY_NAME,
+    python: str = sys.executable,
+) -> dict[str, Any]:
+    """The kernel.json document for an ipykernel sandboxed by Hopx with `settings`."""
+    settings = dict(settings or {})
+    validate_settings(settings)
+    return {
+        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": display_name,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {
+            "debugger": True,
+            "supported_encryption": "curve",
+            "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME, "config": settings},
+        },
+    }
+
+
+def install(
+    settings: dict[str, Any] | None = None,
+    *,
+    name: str = DEFAULT_NAME,
+    display_name: str = DEFAULT_DISPLAY_NAME,
+    user: bool = False,
+    prefix: str | None = None,
+) -> str:
+    """Install the kernelspec; returns the directory it went to."""
+    spec = kernelspec(settings, display_name=display_name)
+    with tempfile.TemporaryDirectory() as staging:
+        with open(os.path.join(staging, "kernel.json"), "w") as f:
+            json.dump(spec, f, indent=2)
+        _copy_logos(staging)
+        return str(
+            KernelSpecManager().install_kernel_spec(
+                staging, kernel_name=name, user=user, prefix=prefix, replace=True
+            )
+        )
+
+
+def _copy_logos(destination: str) -> None:
+    """The launcher shows the Python logo, as for the stock kernel."""
+    try:
+        import ipykernel
+    except ImportError:
+        return
+    resources = os.path.join(os.path.dirname(ipykernel.__file__), "resources")
+    for name in ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg"):
+        source = os.path.join(resources, name)
+        if os.path.exists(source):
+            shutil.copy(source, destination)

@@ -1,0 +1,423 @@
+"""`HopxProvisioner`: the jupyter_client kernel provisioner that starts kernels in a sandbox.
+
+jupyter_client creates one provisioner per kernel (kernelspec `metadata.kernel_provisioner`:
+`{"provisioner_name": "hopx-provisioner", "config": {...}}`); the `config` dict sets the traits
+below for that kernelspec, on top of `c.HopxProvisioner.*` from the server's config.
+
+Each launch starts a fresh sandbox through a supervisor process (see `runtime.supervisor`). The
+client side of the connection uses `ipc://` sockets in a 0700 directory and CurveZMQ keys; the
+kernel inside listens on its own loopback and the supervisor relays bytes in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+from typing import Any
+
+import zmq
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from jupyter_core.paths import jupyter_config_dir, jupyter_runtime_dir
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
+
+from hopx_kernel.environment import DEFAULT_ENV_ALLOWLIST, python_paths, sandbox_env
+from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
+from hopx_kernel.traits import ByteSize, Duration
+from runtime.spec import (
+    CHANNEL_PORTS,
+    CONNECTION_FILE,
+    SANDBOX_HOME,
+    SANDBOX_IP,
+    WORKSPACE_MODES,
+    Channel,
+    Limits,
+    SandboxSpec,
+)
+from runtime.handle import SandboxStartError, SupervisorHandle
+
+# Constructor arguments jupyter_client itself passes; anything else must be a setting.
+_FRAMEWORK_KWARGS = {"kernel_id", "kernel_spec", "parent", "config", "log"}
+# Longest path a unix socket can bind to (sun_path is 108 bytes with its NUL).
+_MAX_SOCKET_PATH = 107
+
+
+class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+    """Starts each kernel in a fresh bubblewrap sandbox with cgroup limits and no network."""
+
+    memory_limit = ByteSize(
+        "2G",
+        config=True,
+        help="""Memory the kernel may use, all its processes and its /tmp and $HOME together,
+        e.g. '512M' or '2G'. An allocation beyond it kills the kernel (OOM). 0 means no limit.""",
+    )
+    cpu_limit = Float(
+        1.0,
+        config=True,
+        help="""CPU time the kernel may use, in cores (0.5 = half a core). 0 means no limit.""",
+    )
+    pids_limit = Int(
+        512,
+        config=True,
+        help="""Most processes and threads the kernel may have at once. Stops fork bombs.
+        0 means no limit.""",
+    )
+    disk_limit = ByteSize(
+        "1G",
+        config=True,
+        help="""Size of each of the kernel's scratch filesystems (/tmp, $HOME and /dev/shm),
+        e.g. '1G'. They live in memory and count towards memory_limit. 0 means only
+        memory_limit caps them.""",
+    )
+    workspace = Unicode(
+        "ro",
+        config=True,
+        help="""How the kernel sees the notebook's folder (its working directory): 'ro'
+        read-only (default), 'rw' read-write, or 'none' not at all (the kernel starts in its
+        empty home directory).""",
+    )
+    read_only_paths = List(
+        Unicode(),
+        config=True,
+        help="""Extra host paths the kernel sees read-only at the same place, e.g. a shared
+        data set: ['/srv/datasets']. The kernel's own Python installation is added
+        automatically.""",
+    )
+    hidden_paths = List(
+        Unicode(),
+        config=True,
+        help="""Host paths hidden (shown as an empty directory) wherever a mount would expose
+        them. Jupyter's runtime and config directories are always hidden.""",
+    )
+    env_allowlist = List(
+        Unicode(),
+        default_value=list(DEFAULT_ENV_ALLOWLIST),
+        config=True,
+        help="""Names (fnmatch patterns) of the server's environment variables passed to the
+        kernel. Everything else, tokens included, stays out; the kernelspec's `env` is always
+        applied.""",
+    )
+    allow_unenforced_limits = Bool(
+        False,
+        config=True,
+        help="""Start kernels even where the host cannot enforce a limit (a missing cgroup
+        controller, no delegated cgroup), with a warning. By default such a start fails.""",
+    )
+    sandbox_uid = Int(
+        65534,
+        config=True,
+        help="""Host uid the sandbox runs as when the server runs as root (a sandbox never runs
+        as host uid 0). Ignored otherwise: the sandbox then runs as the server's own user.""",
+    )
+    sandbox_gid = Int(
+        65534,
+        config=True,
+        help="""Host gid the sandbox runs as when the server runs as root.""",
+    )
+    max_lifetime = Duration(
+        "24h",
+        config=True,
+        help="""Hard cap on a sandbox's age, busy or not, e.g. '8h'. Enforced by the sandbox's
+        supervisor, so it holds without a Jupyter server (papermill, nbclient). 0 disables it.""",
+    )
+    start_timeout = Duration(
+        "30s",
+        config=True,
+        help="""How long to wait for the sandbox to be set up before the start fails.""",
+    )
+    bwrap_path = Unicode(
+        config=True,
+        help="""The bubblewrap executable. Defaults to `bwrap` on PATH.""",
+    )
+
+    @default("bwrap_path")
+    def _bwrap_path_default(self) -> str:
+        return shutil.which("bwrap") or "bwrap"
+
+    @validate("workspace")
+    def _validate_workspace(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"]
+        if value not in WORKSPACE_MODES:
+            raise TraitError(
+                f"workspace {value!r} is not a workspace mode; use one of 'ro', 'rw' or 'none'"
+            )
+        return str(value)
+
+    @validate("cpu_limit")
+    def _validate_cpu_limit(self, proposal: dict[str, Any]) -> float:
+        value = float(proposal["value"])
+        if value < 0:
+            raise TraitError(f"cpu_limit {value!r} is negative; use e.g. 1 or 0.5")
+        return value
+
+    @validate("pids_limit")
+    def _validate_pids_limit(self, proposal: dict[str, Any]) -> int:
+        value = int(proposal["value"])
+        if value < 0:
+            raise TraitError(f"pids_limit {value!r} is negative; use e.g. 512")
+        return value
+
+    @validate("read_only_paths", "hidden_paths")
+    def _validate_paths(self, proposal: dict[str, Any]) -> list[str]:
+        name = proposal["trait"].name
+        for path in proposal["value"]:
+            if not os.path.isabs(path):
+                raise TraitError(f"{name} entry {path!r} is not absolute; use e.g. '/srv/data'")
+        return [os.path.normpath(p) for p in proposal["value"]]
+
+    def __init__(self, **kwargs: Any) -> None:
+        settings = set(self.class_trait_names(config=True))
+        unknown = sorted(set(kwargs) - _FRAMEWORK_KWARGS - settings)
+        if unknown:
+            raise TraitError(
+                f"unknown setting {unknown[0]!r} in the kernelspec's kernel_provisioner.config; "
+                f"valid settings are: {', '.join(sorted(settings))}"
+            )
+        super().__init__(**kwargs)
+        self.supervisor: SupervisorHandle | None = None
+        self.cwd: str | None = None
+        self._pid: int | None = None
+        self._spec_env: dict[str, str] = {}
+
+    # -- provisioner contract -------------------------------------------------------------------
+
+    @property
+    def has_process(self) -> bool:
+        return self.supervisor is not None
+
+    @property
+    def state_dir(self) -> str:
+        """This kernel's host directory: its relay sockets and sandbox record. Kept across
+        restarts because clients reconnect to the same socket paths."""
+        return os.path.join(state_root(), self.kernel_id)
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Called by KernelManager.pre_start_kernel before every start and restart.
+
+        Checks the host, writes the client-side connection file (ipc + CurveZMQ) and builds the
+        kernel command; the sandbox itself is made in launch_kernel.
+        """
+        check_host(self.bwrap_path)
+        sweep_stale_sandboxes(self.log)
+        km = self.parent
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        channel_prefix = os.path.join(self.state_dir, "ch")
+        if len(channel_prefix) + 2 > _MAX_SOCKET_PATH:
+            raise RuntimeError(
+                f"the runtime directory {jupyter_runtime_dir()!r} is too deep for unix sockets; "
+                "set JUPYTER_RUNTIME_DIR to a shorter path"
+            )
+        km.transport = "ipc"
+        km.ip = channel_prefix
+        for number, name in enumerate(CHANNEL_PORTS, start=1):
+            setattr(km, f"{name}_port", number)
+        if km.curve_publickey is None:
+            km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
+        host_env = kwargs.get("env") or os.environ
+        km.write_connection_file(jupyter_session=host_env.get("JPY_SESSION_NAME", ""))
+        self.connection_info = km.get_connection_info()
+
+        extra_arguments = kwargs.pop("extra_arguments", [])
+        cmd = km.format_kernel_cmd(extra_arguments=extra_arguments)
+        host_connection_file = os.path.realpath(km.connection_file)
+        cmd = [CONNECTION_FILE if arg == host_connection_file else arg for arg in cmd]
+        kwargs = await super().pre_launch(cmd=cmd, **kwargs)
+        # The base class merged the kernelspec's env (with ${VAR} substitutions) into env.
+        self._spec_env = {k: kwargs["env"][k] for k in (self.kernel_spec.env or {})}
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+        """Called by KernelManager after pre_launch: start the sandbox, return connection info."""
+        spec = self._sandbox_spec(cmd, kwargs)
+        try:
+            self.supervisor = await asyncio.to_thread(
+                SupervisorHandle.start, spec, timeout=self.start_timeout
+            )
+        except SandboxStartError as e:
+            # jupyter_client does not clean up after a failed launch: leave nothing behind.
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.parent.cleanup_connection_file()
+            raise RuntimeError(f"Hopx sandbox for kernel {self.kernel_id} failed: {e}") from e
+        self._pid = self.supervisor.pid
+        for warning in self.supervisor.started.get("warnings", []):
+            self.log.warning("Hopx kernel %s runs without a limit: %s", self.kernel_id, warning)
+        self.log.info(
+            "Hopx kernel %s started in sandbox %s (supervisor pid %s)",
+            self.kernel_id,
+            spec.sandbox_id,
+            self._pid,
+        )
+        return dict(self.connection_info)
+
+    def _sandbox_spec(self, cmd: list[str], kwargs: dict[str, Any]) -> SandboxSpec:
+        km = self.parent
+        cwd = os.path.realpath(kwargs.get("cwd") or os.getcwd())
+        self.cwd = cwd
+        workspace: str | None = cwd
+        if self.workspace == "none" or cwd == "/":
+            workspace = None  # the whole host is never a workspace
+        python = cmd[0] if cmd else sys.executable
+        runtime_paths = python_paths(python)
+        read_only = [*runtime_paths, *self.read_only_paths]
+        hidden = [jupyter_runtime_dir(), jupyter_config_dir(), *self.hidden_paths]
+        python_bin = os.path.dirname(shutil.which(python) or python)
+        kernel_connection = {
+            "transport": "tcp",
+            "ip": SANDBOX_IP,
+            **{f"{name}_port": port for name, port in CHANNEL_PORTS.items()},
+            "key": km.session.key.decode(),
+            "signature_scheme": km.session.signature_scheme,
+            "kernel_name": km.kernel_name,
+            "curve_publickey": km.curve_publickey.decode(),
+            "curve_secretkey": km.curve_secretkey.decode(),
+        }
+        root = os.geteuid() == 0
+        return SandboxSpec(
+            sandbox_id=f"{self.kernel_id[:8]}-{secrets.token_hex(3)}",
+            kernel_id=self.kernel_id,
+            argv=tuple(cmd),
+            env=sandbox_env(
+                os.environ, self._spec_env, self.env_allowlist, python_bin, workspace
+            ),
+            connection_json=json.dumps(kernel_connection),
+            channels=tuple(
+                Channel(name, f"{km.ip}-{number}", port)
+                for number, (name, port) in enumerate(CHANNEL_PORTS.items(), start=1)
+            ),
+            state_dir=self.state_dir,
+            limits=Limits(
+                memory=self.memory_limit,
+                cpus=self.cpu_limit,
+                pids=self.pids_limit,
+                disk=self.disk_limit,
+            ),
+            allow_unenforced_limits=self.allow_unenforced_limits,
+            workspace=workspace,
+            workspace_mode=self.workspace if workspace else "none",
+            read_only_paths=tuple(p for p in read_only if os.path.exists(p)),
+            hidden_paths=tuple(os.path.realpath(p) for p in hidden if os.path.isdir(p)),
+            cwd=workspace or SANDBOX_HOME,
+            host_uid=self.sandbox_uid if root else None,
+            host_gid=self.sandbox_gid if root else None,
+            owner_files=(os.path.realpath(km.connection_file),),
+            max_lifetime=self.max_lifetime,
+        )
+
+    async def poll(self) -> int | None:
+        """Called by KernelManager.is_alive and the restarter: None while the sandbox runs."""
+        if self.supervisor is None:
+            return 0 if self._pid is None else _pid_poll(self._pid)
+        status = self.supervisor.poll()
+        if status is not None:
+            self._report_exit()
+        return status
+
+    async def wait(self) -> int | None:
+        """Called during shutdown: wait until the sandbox and its supervisor have ended."""
+        if self.supervisor is None:
+            return 0
+        while self.supervisor.poll() is None:
+            await asyncio.sleep(0.05)
+        status = self.supervisor.wait()
+        self._report_exit()
+        await asyncio.to_thread(self.supervisor.cleanup)
+        self.supervisor = None
+        return status
+
+    async def send_signal(self, signum: int) -> None:
+        """Called by KernelManager.signal_kernel / interrupt_kernel: signal the kernel inside."""
+        if self.supervisor is None:
+            return
+        if signum == signal.SIGKILL:
+            self.supervisor.kill("killed")
+        else:
+            self.supervisor.signal_kernel(signum)
+
+    async def kill(self, restart: bool = False) -> None:
+        """Called when a kernel does not shut down in time: end the sandbox at once."""
+        if self.supervisor is not None:
+            self.supervisor.kill("restart" if restart else "killed")
+
+    async def terminate(self, restart: bool = False) -> None:
+        """Ask the kernel to stop (SIGTERM), escalating to SIGKILL after a grace period."""
+        if self.supervisor is not None:
+            self.supervisor.terminate("restart" if restart else "terminated")
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Called after the kernel ended: make sure nothing of the sandbox is left.
+
+        On a restart the kernel's state directory stays (clients reconnect to the same socket
+        paths); otherwise it goes too.
+        """
+        supervisor = self.supervisor
+        if supervisor is not None:
+            if supervisor.poll() is None:
+                await asyncio.to_thread(supervisor.kill_now)
+            await asyncio.to_thread(supervisor.cleanup)
+            self.supervisor = None
+        if not restart:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """Captures what a later load_provisioner_info needs to find this sandbox again."""
+        info: dict[str, Any] = await super().get_provisioner_info()
+        info.update({"pid": self._pid, "cwd": self.cwd, "state_dir": self.state_dir})
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        await super().load_provisioner_info(provisioner_info)
+        self._pid = provisioner_info.get("pid")
+        self.cwd = provisioner_info.get("cwd")
+
+    def resolve_path(self, path_str: str) -> str | None:
+        """A path the kernel reports (a traceback's file), as the host sees it."""
+        path = os.path.expanduser(path_str)
+        if not os.path.isabs(path) and self.cwd:
+            path = os.path.join(self.cwd, path)
+        return path if os.path.exists(path) else None
+
+    def _report_exit(self) -> None:
+        """Log why the sandbox ended, once, in words an admin can act on."""
+        supervisor = self.supervisor
+        if supervisor is None or getattr(supervisor, "_reported", False):
+            return
+        supervisor._reported = True  # type: ignore[attr-defined]
+        reason = supervisor.exit_reason
+        if reason == "oom":
+            self.log.warning(
+                "Hopx kernel %s was killed: out of memory (memory_limit %s bytes)",
+                self.kernel_id,
+                self.memory_limit,
+            )
+        elif reason == "max_lifetime":
+            self.log.warning(
+                "Hopx kernel %s was stopped: it reached max_lifetime (%s s)",
+                self.kernel_id,
+                self.max_lifetime,
+            )
+        elif reason in ("supervisor_died", "exited") and supervisor.poll():
+            self.log.warning(
+                "Hopx kernel %s ended with status %s (%s)",
+                self.kernel_id,
+                supervisor.poll(),
+                reason,
+            )
+
+
+def _pid_poll(pid: int) -> int | None:
+    """poll() for a sandbox known only by its supervisor's pid (after load_provisioner_info)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return 0
+    except PermissionError:
+        return None
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+        if b"runtime.supervisor" in f.read():
+            return None
+    return 0

@@ -1,0 +1,169 @@
+"""Turn a `SandboxSpec` into a bubblewrap command line.
+
+One function builds the whole argv, in the order bubblewrap applies it: namespaces, the read-only
+system, scratch space, the kernel's own paths, generated files, then the root is made read-only.
+Host facts (merged /usr, which /etc files exist) are detected once into a `HostLayout` so the
+builder itself stays pure and unit-testable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from runtime.spec import SANDBOX_HOME, SANDBOX_UID, SandboxSpec
+
+# Writable, size-capped tmpfs mounts. /var/tmp stays writable when a workspace covers /tmp.
+SCRATCH_DIRS = ("/tmp", "/var/tmp", SANDBOX_HOME, "/dev/shm")
+
+# Top-level system directories the kernel may see. On merged-/usr hosts most are symlinks.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+# The parts of /etc a Python kernel needs: the dynamic loader, time zones, TLS roots, MIME types,
+# fonts. Everything else in /etc (host config, credentials, machine identity) stays out.
+ETC_ALLOWLIST = (
+    "alternatives",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "fonts",
+    "gai.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "pki",
+    "protocols",
+    "services",
+    "ssl",
+    "timezone",
+)
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """What the host's root filesystem looks like, as far as building a sandbox root is concerned."""
+
+    # System directory -> symlink target, for directories that are symlinks on the host.
+    symlinks: tuple[tuple[str, str], ...]
+    # System directories that are real directories on the host.
+    directories: tuple[str, ...]
+    # /etc entries from the allowlist that exist on this host.
+    etc_entries: tuple[str, ...]
+
+    @classmethod
+    def detect(cls, root: str = "/") -> HostLayout:
+        symlinks: list[tuple[str, str]] = []
+        directories: list[str] = []
+        for path in SYSTEM_DIRS:
+            host_path = os.path.join(root, path.lstrip("/"))
+            if os.path.islink(host_path):
+                symlinks.append((path, os.readlink(host_path)))
+            elif os.path.isdir(host_path):
+                directories.append(path)
+        etc = tuple(
+            name for name in ETC_ALLOWLIST if os.path.lexists(os.path.join(root, "etc", name))
+        )
+        return cls(tuple(symlinks), tuple(directories), etc)
+
+
+@dataclass(frozen=True)
+class SandboxFds:
+    """File descriptors bubblewrap reads from, inherited by it."""
+
+    seccomp: int
+    info: int
+    # Destination path inside the sandbox -> fd holding the file's contents.
+    files: Mapping[str, int]
+    # The same, for files the kernel may rewrite (ipykernel rewrites its connection file).
+    writable_files: Mapping[str, int] = field(default_factory=dict)
+
+
+def is_within(path: str, parent: str) -> bool:
+    """Whether `path` is `parent` or below it (both absolute and normalised)."""
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def bwrap_argv(
+    spec: SandboxSpec,
+    layout: HostLayout,
+    fds: SandboxFds,
+    *,
+    sources: Mapping[str, str] | None = None,
+    bwrap: str = "bwrap",
+) -> list[str]:
+    """The complete bubblewrap command line for `spec`.
+
+    `sources` maps a host path the sandbox should see to the path bubblewrap binds it from. When
+    the supervisor is root it stages paths the sandbox uid cannot reach (a home directory with
+    mode 0700) in a private mount namespace; otherwise every path binds from itself.
+    """
+    sources = sources or {}
+    args = [
+        bwrap,
+        # Every namespace is new except the network one: the supervisor already made a private
+        # network namespace (loopback only) and relays the kernel's channels through it.
+        "--unshare-user",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
+        "--hostname",
+        spec.hostname,
+        "--die-with-parent",
+        # A new session: the kernel has no controlling terminal to push input into.
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]
+
+    for path in layout.directories:
+        args += ["--ro-bind", path, path]
+    for path, target in layout.symlinks:
+        args += ["--symlink", target, path]
+    for name in layout.etc_entries:
+        args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    scratch = ["--size", str(spec.limits.disk)] if spec.limits.disk else []
+    for path in SCRATCH_DIRS:
+        args += [*scratch, "--tmpfs", path]
+
+    for path in spec.read_only_paths:
+        args += ["--ro-bind", sources.get(path, path), path]
+    if spec.workspace and spec.workspace_mode != "none":
+        bind = "--bind" if spec.workspace_mode == "rw" else "--ro-bind"
+        args += [bind, sources.get(spec.workspace, spec.workspace), spec.workspace]
+
+    mounted = [*spec.read_only_paths]
+    if spec.workspace and spec.workspace_mode != "none":
+        mounted.append(spec.workspace)
+    for path in spec.hidden_paths:
+        if any(is_within(path, parent) for parent in mounted):
+            args += ["--tmpfs", path, "--remount-ro", path]
+
+    for dest, fd in sorted(fds.files.items()):
+        args += ["--ro-bind-data", str(fd), dest]
+    for dest, fd in sorted(fds.writable_files.items()):
+        args += ["--bind-data", str(fd), dest]
+
+    args += [
+        "--chdir",
+        spec.cwd,
+        "--remount-ro",
+        "/",
+        "--seccomp",
+        str(fds.seccomp),
+        "--info-fd",
+        str(fds.info),
+        "--",
+        *spec.argv,
+    ]
+    return args

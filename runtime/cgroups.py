@@ -1,0 +1,309 @@
+"""Per-sandbox control groups on cgroup v1, v2 and hybrid hosts.
+
+The supervisor creates the cgroup and writes every limit before the sandbox starts; the process that
+execs bubblewrap joins it first, so each sandbox process is accounted from its first instruction.
+Each controller is looked up where the host mounts it (a v1 hierarchy or the unified v2 tree), so a
+hybrid host works with the same code. `root` lets tests point all of this at a scratch directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from runtime.spec import Limits
+
+# Controllers that enforce the limits, keyed by the limit they enforce.
+CONTROLLER_OF_LIMIT = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
+CPU_PERIOD_US = 100_000
+
+
+class CgroupError(RuntimeError):
+    """A cgroup could not be created, limited, joined or removed."""
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """One mounted cgroup hierarchy and the controllers it carries."""
+
+    path: str
+    version: int
+    controllers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class CgroupHost:
+    """Where this host mounts each controller."""
+
+    hierarchies: tuple[Hierarchy, ...]
+
+    @property
+    def mode(self) -> str:
+        """'v1', 'v2', 'hybrid' or 'none': the host's cgroup layout, for messages and doctor."""
+        versions = {h.version for h in self.hierarchies if h.controllers or h.version == 2}
+        if versions == {2}:
+            return "v2"
+        if versions == {1}:
+            return "v1"
+        return "hybrid" if versions else "none"
+
+    def hierarchy_for(self, controller: str) -> Hierarchy | None:
+        """The hierarchy that enforces `controller`; v1 wins where a hybrid host has both."""
+        for version in (1, 2):
+            for h in self.hierarchies:
+                if h.version == version and controller in h.controllers:
+                    return h
+        return None
+
+    @classmethod
+    def detect(cls, mountinfo: str = "/proc/self/mountinfo") -> CgroupHost:
+        hierarchies = []
+        with open(mountinfo) as f:
+            for line in f:
+                hierarchy = _parse_mount(line)
+                if hierarchy:
+                    hierarchies.append(hierarchy)
+        return cls(tuple(hierarchies))
+
+
+def _parse_mount(line: str) -> Hierarchy | None:
+    """A cgroup hierarchy from one /proc/self/mountinfo line, or None for other mounts."""
+    fields, _, tail = line.partition(" - ")
+    parts, tail_parts = fields.split(), tail.split()
+    if len(parts) < 5 or len(tail_parts) < 3:
+        return None
+    mount_point, fstype, super_options = parts[4], tail_parts[0], tail_parts[2]
+    if fstype == "cgroup2":
+        try:
+            with open(os.path.join(mount_point, "cgroup.controllers")) as f:
+                controllers = frozenset(f.read().split())
+        except OSError:
+            controllers = frozenset()
+        return Hierarchy(mount_point, 2, controllers)
+    if fstype == "cgroup":
+        options = set(super_options.split(","))
+        return Hierarchy(mount_point, 1, frozenset(options & {"memory", "cpu", "pids", "cpuacct"}))
+    return None
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+@dataclass
+class SandboxCgroup:
+    """The cgroup directories of one sandbox (one per hierarchy it uses)."""
+
+    name: str
+    directories: list[str] = field(default_factory=list)
+    # Controller -> directory, for reading usage and events.
+    by_controller: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Limits the host could not enforce (only when the caller allowed that).
+    unenforced: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls,
+        host: CgroupHost,
+        name: str,
+        limits: Limits,
+        *,
+        parent: str = "",
+        allow_unenforced: bool = False,
+    ) -> SandboxCgroup:
+        """Make the cgroup and write every limit, or raise without leaving a directory behind."""
+        cgroup = cls(name)
+        try:
+            cgroup._create(host, limits, parent, allow_unenforced)
+        except BaseException:
+            cgroup.remove()
+            raise
+        return cgroup
+
+    def _create(self, host: CgroupHost, limits: Limits, parent: str, allow: bool) -> None:
+        wanted = {
+            controller
+            for limit, controller in CONTROLLER_OF_LIMIT.items()
+            if getattr(limits, limit)
+        }
+        for controller in sorted(wanted):
+            hierarchy = host.hierarchy_for(controller)
+            if hierarchy is None:
+                self._unenforceable(
+                    controller, f"no cgroup hierarchy on this host has the {controller} controller"
+                    f" (cgroup layout: {host.mode})", allow
+                )
+                continue
+            directory = self._directory_in(hierarchy, parent)
+            self.by_controller[controller] = (directory, hierarchy.version)
+        # Usage figures: the memory controller is always useful to read when present.
+        if "memory" not in self.by_controller and (h := host.hierarchy_for("memory")):
+            self.by_controller["memory"] = (self._directory_in(h, parent), h.version)
+
+        for controller, (directory, version) in self.by_controller.items():
+            if controller in wanted:
+                self._limit(controller, directory, version, limits)
+
+    def _unenforceable(self, what: str, why: str, allow: bool) -> None:
+        if not allow:
+            raise CgroupError(
+                f"cannot enforce the {what} limit: {why}. Fix the host (see `jupyter hopx "
+                "doctor`), or set allow_unenforced_limits = True to run without it."
+            )
+        self.unenforced.append(f"{what}: {why}")
+
+    def _directory_in(self, hierarchy: Hierarchy, parent: str) -> str:
+        base = os.path.join(hierarchy.path, parent.strip("/")) if parent else hierarchy.path
+        directory = os.path.join(base, self.name)
+        if directory in self.directories:
+            return directory
+        if hierarchy.version == 2:
+            _enable_v2_controllers(base, hierarchy.controllers & {"memory", "cpu", "pids"})
+        try:
+            os.mkdir(directory, 0o755)
+        except OSError as e:
+            raise CgroupError(f"cannot create cgroup {directory}: {e.strerror}") from e
+        self.directories.append(directory)
+        return directory
+
+    def _limit(self, controller: str, directory: str, version: int, limits: Limits) -> None:
+        writes: list[tuple[str, str]] = []
+        if controller == "memory":
+            if version == 1:
+                writes = [("memory.limit_in_bytes", str(limits.memory))]
+                # Without swap accounting the limit could be dodged by swapping out.
+                if os.path.exists(os.path.join(directory, "memory.memsw.limit_in_bytes")):
+                    writes.append(("memory.memsw.limit_in_bytes", str(limits.memory)))
+            else:
+                writes = [("memory.max", str(limits.memory))]
+                if os.path.exists(os.path.join(directory, "memory.swap.max")):
+                    writes.append(("memory.swap.max", "0"))
+        elif controller == "cpu":
+            quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+            if version == 1:
+                writes = [
+                    ("cpu.cfs_period_us", str(CPU_PERIOD_US)),
+                    ("cpu.cfs_quota_us", str(quota)),
+                ]
+            else:
+                writes = [("cpu.max", f"{quota} {CPU_PERIOD_US}")]
+        elif controller == "pids":
+            writes = [("pids.max", str(limits.pids))]
+        for filename, value in writes:
+            try:
+                _write(os.path.join(directory, filename), value)
+            except OSError as e:
+                raise CgroupError(
+                    f"cannot set {filename} = {value} in {directory}: {e.strerror}"
+                ) from e
+
+    def procs_files(self) -> list[str]:
+        """The cgroup.procs files a process writes "0" to in order to join every hierarchy."""
+        return [os.path.join(d, "cgroup.procs") for d in self.directories]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for procs in self.procs_files():
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in _read(procs).split())
+        return found
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel OOM-killed in this cgroup so far."""
+        entry = self.by_controller.get("memory")
+        if not entry:
+            return 0
+        directory, version = entry
+        filename = "memory.oom_control" if version == 1 else "memory.events"
+        with contextlib.suppress(OSError):
+            for line in _read(os.path.join(directory, filename)).splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        return 0
+
+    def memory_usage(self) -> int | None:
+        entry = self.by_controller.get("memory")
+        if not entry:
+            return None
+        directory, version = entry
+        filename = "memory.usage_in_bytes" if version == 1 else "memory.current"
+        try:
+            return int(_read(os.path.join(directory, filename)))
+        except (OSError, ValueError):
+            return None
+
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the cgroup until it is empty (forks racing the loop included)."""
+        for directory in self.directories:
+            with contextlib.suppress(OSError):
+                _write(os.path.join(directory, "cgroup.kill"), "1")
+        deadline = time.monotonic() + timeout
+        while (pids := self.pids()) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Kill what is left and remove every directory; safe to call more than once."""
+        self.kill_all(timeout)
+        deadline = time.monotonic() + timeout
+        for directory in reversed(self.directories):
+            while True:
+                try:
+                    os.rmdir(directory)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    # EBUSY while the last killed processes are still being torn down.
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise CgroupError(f"cannot remove cgroup {directory}: {e.strerror}") from e
+                    time.sleep(0.01)
+        self.directories.clear()
+
+
+def _enable_v2_controllers(directory: str, controllers: frozenset[str]) -> None:
+    """Delegate `controllers` to the children of a v2 `directory` (the no-internal-process rule
+    means this fails if the directory itself holds processes, so say that)."""
+    control = os.path.join(directory, "cgroup.subtree_control")
+    try:
+        enabled = set(_read(control).split())
+    except OSError as e:
+        raise CgroupError(f"cannot read {control}: {e.strerror}") from e
+    missing = sorted(controllers - enabled)
+    if not missing:
+        return
+    try:
+        _write(control, " ".join(f"+{c}" for c in missing))
+    except OSError as e:
+        raise CgroupError(
+            f"cannot enable {', '.join(missing)} in {control}: {e.strerror}. A cgroup v2 parent "
+            "that holds processes cannot delegate controllers; name an empty parent cgroup."
+        ) from e
+
+
+def stale_cgroups(host: CgroupHost, prefix: str, parent: str = "") -> Iterator[str]:
+    """Directories named `prefix`* directly under `parent` in every hierarchy, for the sweep."""
+    seen: set[str] = set()
+    for hierarchy in host.hierarchies:
+        if not hierarchy.controllers and hierarchy.version == 1:
+            continue
+        base = os.path.join(hierarchy.path, parent.strip("/")) if parent else hierarchy.path
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(base):
+                if entry.name.startswith(prefix) and entry.is_dir() and entry.path not in seen:
+                    seen.add(entry.path)
+                    yield entry.path

@@ -1,0 +1,176 @@
+"""The owner's handle on one supervisor process: start it, command it, see it end, clean up.
+
+Used by the provisioner (and by tests without Jupyter). A reader thread follows the supervisor's
+events; if the supervisor dies without reporting an exit (kill -9), the thread removes what the
+supervisor would have removed, so nothing depends on someone polling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from typing import IO, Any
+
+from runtime.cgroups import SandboxCgroup
+from runtime.spec import SandboxSpec
+from runtime.supervisor import STATE_RECORD
+
+MAX_EVENT_BYTES = 64 * 1024
+
+
+class SandboxStartError(RuntimeError):
+    """The supervisor reported that the sandbox could not start; the message says why."""
+
+
+class SupervisorHandle:
+    def __init__(self, spec: SandboxSpec, process: subprocess.Popen[bytes]) -> None:
+        self.spec = spec
+        self.process = process
+        self.started: dict[str, Any] = {}
+        self.exited: dict[str, Any] = {}
+        self._first_event: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._cleaned = False
+        self._reader = threading.Thread(target=self._follow_events, daemon=True)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    def start(
+        cls, spec: SandboxSpec, *, timeout: float = 30.0, python: str = sys.executable
+    ) -> SupervisorHandle:
+        """Start a supervisor for `spec` and wait until the sandbox runs or has failed to start."""
+        process = subprocess.Popen(
+            # -I: nothing from the environment or the current directory decides what runs as the
+            # supervisor (a notebook folder with a "runtime" package must not shadow ours).
+            [python, "-I", "-m", "runtime.supervisor"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd="/",
+            start_new_session=True,
+        )
+        handle = cls(spec, process)
+        assert process.stdin is not None
+        try:
+            process.stdin.write(spec.to_json().encode() + b"\n")
+            process.stdin.flush()
+        except OSError:
+            pass  # the supervisor died at once; its exit is reported below
+        handle._reader.start()
+        try:
+            event = handle._first_event.get(timeout=timeout)
+        except queue.Empty:
+            handle.kill_now()
+            raise SandboxStartError(
+                f"the sandbox did not start within {timeout:.0f} s"
+            ) from None
+        if event.get("event") != "started":
+            handle.process.wait()
+            handle.cleanup()
+            raise SandboxStartError(str(event.get("error", "the sandbox supervisor failed")))
+        return handle
+
+    def _follow_events(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        for event in _read_events(stdout):
+            if event.get("event") == "started":
+                self.started = event
+            elif event.get("event") == "exited":
+                self.exited = event
+            if event.get("event") in ("started", "failed"):
+                self._first_event.put(event)
+        stdout.close()
+        self._first_event.put({"event": "failed", "error": "the sandbox supervisor ended early"})
+        # The supervisor is gone. If it did not get to clean up, do it now.
+        if self.started and not self.exited:
+            self.cleanup()
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def send(self, op: str, **fields: Any) -> bool:
+        """Send one command; False if the supervisor is no longer listening."""
+        stdin = self.process.stdin
+        if stdin is None or stdin.closed:
+            return False
+        try:
+            stdin.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+            stdin.flush()
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def signal_kernel(self, signum: int) -> None:
+        self.send("signal", signum=signum)
+
+    def kill(self, reason: str = "killed") -> None:
+        """End the sandbox now; falls back to killing the supervisor if it does not listen."""
+        if not self.send("kill", reason=reason):
+            self.kill_now()
+
+    def terminate(self, reason: str = "terminated") -> None:
+        if not self.send("terminate", reason=reason):
+            self.kill_now()
+
+    def kill_now(self) -> None:
+        """SIGKILL the supervisor; bubblewrap dies with it and cleanup() removes the rest."""
+        with contextlib.suppress(OSError):
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.cleanup()
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.process.wait(timeout)
+
+    @property
+    def exit_reason(self) -> str:
+        return str(self.exited.get("reason", "supervisor_died" if self.started else ""))
+
+    # -- cleanup --------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """After the supervisor has ended: remove its cgroup and state record if it could not.
+
+        Idempotent; a supervisor that exited normally has already done all of this.
+        """
+        with self._lock:
+            if self._cleaned or self.process.poll() is None:
+                return
+            self._cleaned = True
+        directories = list(self.started.get("cgroups", []))
+        if directories:
+            SandboxCgroup(os.path.basename(directories[0]), directories).remove()
+        for channel in self.spec.channels:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(channel.host_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.spec.state_dir, STATE_RECORD))
+        if self.process.stdin:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+
+
+def _read_events(stream: IO[bytes]) -> Any:
+    """JSON event lines until EOF; malformed or over-long lines are skipped."""
+    while True:
+        try:
+            line = stream.readline(MAX_EVENT_BYTES)
+        except (OSError, ValueError):
+            return
+        if not line:
+            return
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                yield event

@@ -1,0 +1,125 @@
+"""Byte relay from the host's unix sockets to the kernel's ports on the sandbox loopback.
+
+The supervisor lives in the sandbox's network namespace, so it can reach 127.0.0.1 there, while the
+unix sockets it listens on are paths in a host directory only the server's user can open. Bytes are
+spliced, not parsed: the ZeroMQ traffic is CurveZMQ-encrypted end to end and the relay never holds
+a key. One thread per direction keeps the copy loop in blocking C calls that release the GIL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+
+from runtime.spec import SANDBOX_IP, Channel
+
+CHUNK = 256 * 1024
+# How long a client connection waits for the kernel to start listening on its port.
+CONNECT_PATIENCE = 60.0
+_RETRYABLE = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EAGAIN}
+
+threading.stack_size(512 * 1024)
+
+
+class Relay:
+    """Listens on every channel's host socket and relays each accepted connection."""
+
+    def __init__(self, channels: Iterable[Channel], alive: threading.Event) -> None:
+        self._channels = tuple(channels)
+        # Cleared when the sandbox is gone, so pending connects stop waiting for it.
+        self._alive = alive
+        self.listeners: dict[int, tuple[socket.socket, Channel]] = {}
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def listen(self) -> None:
+        for channel in self._channels:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(channel.host_path)  # left by a supervisor that was killed
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # The directory is 0700; the socket is 0600 as well, before anything can connect.
+            old_umask = os.umask(0o177)
+            try:
+                sock.bind(channel.host_path)
+            finally:
+                os.umask(old_umask)
+            sock.listen(64)
+            sock.setblocking(False)
+            self.listeners[sock.fileno()] = (sock, channel)
+
+    def accept(self, fd: int) -> None:
+        """Accept one pending client on listener `fd` and relay it in the background."""
+        listener, channel = self.listeners[fd]
+        try:
+            client, _ = listener.accept()
+        except BlockingIOError:
+            return
+        client.setblocking(True)
+        threading.Thread(
+            target=self._serve, args=(client, channel.sandbox_port), daemon=True
+        ).start()
+
+    def _serve(self, client: socket.socket, port: int) -> None:
+        kernel = self._connect(port)
+        if kernel is None:
+            client.close()
+            return
+        with self._lock:
+            self._open.update((client, kernel))
+        back = threading.Thread(target=_pump, args=(kernel, client), daemon=True)
+        back.start()
+        _pump(client, kernel)
+        back.join()
+        with self._lock:
+            self._open.difference_update((client, kernel))
+        client.close()
+        kernel.close()
+
+    def _connect(self, port: int) -> socket.socket | None:
+        """A connection to the kernel's port, retried while the kernel is still starting."""
+        deadline = time.monotonic() + CONNECT_PATIENCE
+        delay = 0.001
+        while self._alive.is_set() and time.monotonic() < deadline:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.connect((SANDBOX_IP, port))
+            except OSError as e:
+                sock.close()
+                if e.errno not in _RETRYABLE:
+                    return None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        return None
+
+    def close(self) -> None:
+        """Stop listening, remove the socket paths and cut every open connection."""
+        for sock, channel in self.listeners.values():
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(channel.host_path)
+        self.listeners.clear()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes until `source` ends, then pass the end on to `sink`."""
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    try:
+        while n := source.recv_into(buffer):
+            sink.sendall(view[:n])
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)

@@ -1,0 +1,121 @@
+"""The frozen description of one sandbox.
+
+The Jupyter side builds a `SandboxSpec`, the supervisor receives it as JSON on its stdin and turns it
+into cgroup writes and a bubblewrap argv. Nothing here touches the system.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from runtime.units import LimitError
+
+WorkspaceMode = Literal["ro", "rw", "none"]
+WORKSPACE_MODES: tuple[WorkspaceMode, ...] = ("ro", "rw", "none")
+
+# The kernel's channels inside the sandbox: TCP on the sandbox's own loopback. The network
+# namespace is private to the sandbox, so fixed ports cannot clash with anything else.
+SANDBOX_IP = "127.0.0.1"
+CHANNEL_PORTS = {"shell": 50101, "iopub": 50102, "stdin": 50103, "control": 50104, "hb": 50105}
+CONNECTION_FILE = "/run/hopx/kernel.json"
+SANDBOX_USER = "sandbox"
+SANDBOX_UID = 1000
+SANDBOX_HOME = f"/home/{SANDBOX_USER}"
+
+# Upper bound on the spec document read from the supervisor's stdin.
+MAX_SPEC_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource caps. Zero means "no limit" for that resource."""
+
+    memory: int = 2 * 1024**3
+    cpus: float = 1.0
+    pids: int = 512
+    disk: int = 1024**3
+
+    def __post_init__(self) -> None:
+        for name in ("memory", "pids", "disk"):
+            if getattr(self, name) < 0:
+                raise LimitError(f"{name} limit must not be negative")
+        if self.cpus < 0:
+            raise LimitError("cpu limit must not be negative")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One kernel channel: the host unix socket a client connects to, relayed to a sandbox port."""
+
+    name: str
+    host_path: str
+    sandbox_port: int
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything the supervisor needs to start, run and clean up one sandbox."""
+
+    sandbox_id: str
+    kernel_id: str
+    # The kernel's command line, as it runs inside the sandbox.
+    argv: tuple[str, ...]
+    # The complete environment of the kernel; nothing else from the host leaks in.
+    env: dict[str, str]
+    # Contents of the kernel's connection file, as the kernel sees it (TCP on its loopback).
+    # It holds the kernel's keys, so the spec travels only through the supervisor's stdin.
+    connection_json: str
+    channels: tuple[Channel, ...]
+    # Host directory owned by this kernel: relay sockets and the sandbox's state record.
+    state_dir: str
+    limits: Limits = field(default_factory=Limits)
+    # Whether a limit the host cannot enforce is a warning (True) or a failed start (False).
+    allow_unenforced_limits: bool = False
+    workspace: str | None = None
+    workspace_mode: WorkspaceMode = "ro"
+    # Host paths visible read-only at the same place inside (the Python runtime, extra data).
+    read_only_paths: tuple[str, ...] = ()
+    # Paths replaced by an empty read-only directory inside (Jupyter's runtime dir, say).
+    hidden_paths: tuple[str, ...] = ()
+    cwd: str = SANDBOX_HOME
+    hostname: str = "hopx"
+    # Host uid/gid the sandbox runs as when the supervisor is root; None when it is not root.
+    host_uid: int | None = None
+    host_gid: int | None = None
+    # Host files removed if the owner (server, papermill) dies without cleaning up.
+    owner_files: tuple[str, ...] = ()
+    # Hard cap on the sandbox's age in seconds, enforced by the supervisor; 0 disables it.
+    max_lifetime: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.workspace_mode not in WORKSPACE_MODES:
+            raise LimitError(
+                f"workspace {self.workspace_mode!r} is not a workspace mode; "
+                "use one of 'ro', 'rw' or 'none'"
+            )
+        if not self.argv:
+            raise LimitError("the kernel command line is empty")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SandboxSpec:
+        """Parse a spec; raises ValueError on anything malformed."""
+        if len(text) > MAX_SPEC_BYTES:
+            raise ValueError("sandbox spec is too large")
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("sandbox spec must be a JSON object")
+        return cls._from_dict(raw)
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> SandboxSpec:
+        values = dict(raw)
+        values["limits"] = Limits(**values.get("limits", {}))
+        values["channels"] = tuple(Channel(**c) for c in values.get("channels", ()))
+        for name in ("argv", "read_only_paths", "hidden_paths", "owner_files"):
+            values[name] = tuple(values.get(name, ()))
+        return cls(**values)

@@ -1,0 +1,421 @@
+"""The host-side supervisor of one sandbox: `python -m runtime.supervisor`.
+
+The provisioner starts one supervisor per kernel start and talks to it over pipes:
+
+- stdin carries the `SandboxSpec` (one JSON line), then commands (JSON lines). It is also the
+  lifeline: end-of-file means the owner (Jupyter server, papermill) is gone, and the sandbox goes
+  with it, cleanup included.
+- stdout carries events (JSON lines): ``started``, ``failed``, ``exited``.
+
+The supervisor creates the cgroup, enters a private network namespace, listens on the kernel's
+host sockets, starts bubblewrap joined to the cgroup (as an unprivileged uid when it is root), and
+relays the kernel's channels until the sandbox ends. Every exit path removes the cgroup, the
+sockets and the state record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from runtime import libc
+from runtime.bwrap import HostLayout, SandboxFds, bwrap_argv
+from runtime.cgroups import CgroupHost, SandboxCgroup
+from runtime.relay import Relay
+from runtime.sandbox_files import generated_files
+from runtime.seccomp import build_filter
+from runtime.spec import CONNECTION_FILE, MAX_SPEC_BYTES, SandboxSpec
+
+STATE_RECORD = "sandbox.json"
+CGROUP_PREFIX = "hopx-"
+# Where a root supervisor stages host paths for the sandbox uid, inside a private mount namespace.
+STAGE_DIR = "/tmp/.hopx-stage"
+# How long the kernel gets between SIGTERM and SIGKILL when the supervisor ends it.
+TERMINATE_GRACE = 5.0
+MAX_COMMAND_BYTES = 64 * 1024
+STDERR_TAIL_BYTES = 4096
+
+
+def cgroup_name(sandbox_id: str, supervisor_pid: int) -> str:
+    """The sandbox's cgroup name; it carries the supervisor's pid so a sweep can tell orphans."""
+    return f"{CGROUP_PREFIX}{sandbox_id}.{supervisor_pid}"
+
+
+class StartError(RuntimeError):
+    """The sandbox could not be started; the message is shown to the user."""
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Write one event line for the provisioner; a vanished reader is not an error."""
+    line = json.dumps({"event": event, **fields}) + "\n"
+    with contextlib.suppress(OSError):
+        os.write(1, line.encode())
+
+
+class Supervisor:
+    def __init__(self, spec: SandboxSpec, *, bwrap: str | None = None) -> None:
+        self.spec = spec
+        self.bwrap = bwrap or shutil.which("bwrap") or "bwrap"
+        self.cgroup = SandboxCgroup(cgroup_name(spec.sandbox_id, os.getpid()))
+        self.alive = threading.Event()
+        self.relay = Relay(spec.channels, self.alive)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.sandbox_pid = 0
+        self.started_at = time.time()
+        self._stderr_tail = bytearray()
+        self._oom_kills_at_start = 0
+        self._stop_reason = ""
+        self._signal_r, self._signal_w = os.pipe()
+
+    # -- start ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        spec = self.spec
+        self.cgroup = SandboxCgroup.create(
+            CgroupHost.detect(),
+            self.cgroup.name,
+            spec.limits,
+            allow_unenforced=spec.allow_unenforced_limits,
+        )
+        self._oom_kills_at_start = self.cgroup.oom_kills()
+        # A network namespace needs a single-threaded process: do it before any thread starts.
+        try:
+            libc.enter_private_network(unprivileged=os.geteuid() != 0)
+        except OSError as e:
+            raise StartError(
+                f"cannot create a network namespace ({e.strerror}); user namespaces may be "
+                "disabled on this host (see `jupyter hopx doctor`)"
+            ) from e
+        self.relay.listen()
+        self.alive.set()
+        self._spawn_bwrap()
+        self._write_state_record()
+
+    def _spawn_bwrap(self) -> None:
+        spec = self.spec
+        file_fds = {dest: _data_fd(data) for dest, data in generated_files(spec.hostname).items()}
+        connection_fd = _data_fd(spec.connection_json.encode())
+        seccomp_fd = _data_fd(build_filter())
+        info_r, info_w = os.pipe()
+        err_r, err_w = os.pipe()
+        fds = SandboxFds(
+            seccomp=seccomp_fd,
+            info=info_w,
+            files=file_fds,
+            writable_files={CONNECTION_FILE: connection_fd},
+        )
+        staged = self._staged_sources() if spec.host_uid is not None else {}
+        argv = bwrap_argv(spec, HostLayout.detect(), fds, sources=staged, bwrap=self.bwrap)
+        inherited = [seccomp_fd, info_w, connection_fd, *file_fds.values()]
+        # The forwarder thread starts only after fork: preexec_fn and threads do not mix.
+        forwarder = threading.Thread(target=self._forward_stderr, args=(err_r,), daemon=True)
+        failure: Exception | None = None
+        try:
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=err_w,
+                stderr=err_w,
+                pass_fds=inherited,
+                env=spec.env,
+                cwd="/",
+                preexec_fn=functools.partial(self._enter_sandbox_credentials, staged),
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            failure = e
+        for fd in (*inherited, err_w):
+            os.close(fd)
+        forwarder.start()
+        if failure is not None:
+            forwarder.join(1.0)  # the child's own account of what failed
+            raise StartError(f"cannot start bubblewrap: {self._stderr_tail_text() or failure}")
+        self.sandbox_pid = self._read_info(info_r)
+
+    def _staged_sources(self) -> dict[str, str]:
+        """Where each host path the sandbox sees is bound from, once staged for the sandbox uid."""
+        paths = [*self.spec.read_only_paths]
+        if self.spec.workspace and self.spec.workspace_mode != "none":
+            paths.append(self.spec.workspace)
+        return {path: f"{STAGE_DIR}/{i}" for i, path in enumerate(paths)}
+
+    def _enter_sandbox_credentials(self, staged: dict[str, str]) -> None:
+        """In the child, before exec'ing bubblewrap: join the cgroup, stage, drop to the sandbox uid.
+
+        Runs between fork and exec, so only plain system calls happen here. subprocess reports
+        a failure here only as "Exception occurred in preexec_fn", so say what it was on stderr.
+        """
+        try:
+            self._join_cgroup_and_drop_privileges(staged)
+        except BaseException as e:
+            os.write(2, f"hopx: preparing the sandbox process failed: {e!r}\n".encode())
+            raise
+
+    def _join_cgroup_and_drop_privileges(self, staged: dict[str, str]) -> None:
+        for procs in self.cgroup.procs_files():
+            with open(procs, "w") as f:
+                f.write("0")
+        if self.spec.host_uid is not None:
+            self._stage(staged)
+            gid = self.spec.host_gid if self.spec.host_gid is not None else self.spec.host_uid
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(self.spec.host_uid, self.spec.host_uid, self.spec.host_uid)
+        # Changing credentials clears the parent-death signal, so set it afterwards.
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    @staticmethod
+    def _stage(staged: dict[str, str]) -> None:
+        """Make host paths the sandbox uid could not traverse (a 0700 home) reachable by it.
+
+        A private mount namespace gets its own /tmp with the paths bound below it; bubblewrap,
+        running as the sandbox uid, binds them from there. The host's mount table is untouched.
+        """
+        libc.unshare(libc.CLONE_NEWNS)
+        libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+        # Copies taken before /tmp is covered: a staged path may be /tmp or lie below it.
+        trees = {path: libc.clone_tree(path) for path in staged}
+        directories = {path for path in staged if os.path.isdir(path)}
+        libc.mount("tmpfs", "/tmp", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=1777,size=4m")
+        os.mkdir(STAGE_DIR, 0o755)
+        for path, target in staged.items():
+            if path in directories:
+                os.mkdir(target, 0o755)
+            else:
+                os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+            libc.attach_tree(trees[path], target)
+            os.close(trees[path])
+
+    def _read_info(self, info_r: int) -> int:
+        """The sandbox's init pid, from bubblewrap's --info-fd; fails if bubblewrap gave up."""
+        data = b""
+        with os.fdopen(info_r, "rb") as info:
+            data = info.read(MAX_COMMAND_BYTES)
+        try:
+            return int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            assert self.process is not None
+            status = self.process.wait()
+            time.sleep(0.05)  # let the stderr forwarder catch bubblewrap's last words
+            raise StartError(
+                f"bubblewrap could not set up the sandbox (exit {status}): "
+                f"{self._stderr_tail_text()}"
+            ) from None
+
+    def _stderr_tail_text(self) -> str:
+        return self._stderr_tail.decode(errors="replace").strip()
+
+    def _forward_stderr(self, fd: int) -> None:
+        """Pass the kernel's and bubblewrap's output on to the server log, keeping a short tail."""
+        while chunk := os.read(fd, 65536):
+            with contextlib.suppress(OSError):
+                os.write(2, chunk)
+            self._stderr_tail += chunk
+            del self._stderr_tail[:-STDERR_TAIL_BYTES]
+        os.close(fd)
+
+    def _write_state_record(self) -> None:
+        spec = self.spec
+        record = {
+            "kernel_id": spec.kernel_id,
+            "sandbox_id": spec.sandbox_id,
+            "supervisor_pid": os.getpid(),
+            "owner_pid": os.getppid(),
+            "sandbox_pid": self.sandbox_pid,
+            "started": self.started_at,
+            "limits": vars(spec.limits),
+            "cgroups": self.cgroup.directories,
+            "memory_cgroup": self.cgroup.by_controller.get("memory", ("", 0))[0],
+            "max_lifetime": spec.max_lifetime,
+            "workspace": spec.workspace,
+            "workspace_mode": spec.workspace_mode,
+        }
+        path = os.path.join(spec.state_dir, STATE_RECORD)
+        with open(path + ".tmp", "w") as f:
+            json.dump(record, f)
+        os.replace(path + ".tmp", path)
+
+    # -- run ------------------------------------------------------------------------------------
+
+    def supervise(self) -> int:
+        """Relay and obey commands until the sandbox ends; returns the kernel's exit status."""
+        assert self.process is not None
+        selector = selectors.DefaultSelector()
+        pidfd = os.pidfd_open(self.process.pid)
+        selector.register(pidfd, selectors.EVENT_READ, "exited")
+        selector.register(0, selectors.EVENT_READ, "command")
+        selector.register(self._signal_r, selectors.EVENT_READ, "signal")
+        for fd in self.relay.listeners:
+            selector.register(fd, selectors.EVENT_READ, "accept")
+        os.set_blocking(0, False)
+        pending = bytearray()
+        deadline = self.started_at + self.spec.max_lifetime if self.spec.max_lifetime else None
+
+        while self.process.poll() is None:
+            timeout = None if deadline is None else max(0.0, deadline - time.time())
+            ready = selector.select(timeout)
+            if not ready and deadline is not None and time.time() >= deadline:
+                self._end("max_lifetime", graceful=True)
+            for key, _ in ready:
+                if key.data == "accept":
+                    self.relay.accept(int(key.fd))
+                elif key.data == "command":
+                    if not self._read_commands(pending):
+                        selector.unregister(0)
+                        self._end("owner_died", graceful=False)
+                elif key.data == "signal":
+                    os.read(self._signal_r, 64)
+                    self._end("terminated", graceful=True)
+        selector.close()
+        os.close(pidfd)
+        return self.process.returncode
+
+    def _read_commands(self, pending: bytearray) -> bool:
+        """Handle complete command lines from stdin; False once the owner has gone."""
+        try:
+            chunk = os.read(0, 65536)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        pending += chunk
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            self._command(line)
+        if len(pending) > MAX_COMMAND_BYTES:
+            pending.clear()
+            print("hopx supervisor: dropped an over-long command", file=sys.stderr)
+        return True
+
+    def _command(self, line: bytes) -> None:
+        try:
+            command = json.loads(line)
+            op = command["op"]
+        except (ValueError, KeyError, TypeError):
+            print(f"hopx supervisor: ignored a malformed command {line[:80]!r}", file=sys.stderr)
+            return
+        if op == "signal":
+            self.signal_kernel(int(command["signum"]))
+        elif op == "kill":
+            self._end(str(command.get("reason", "killed")), graceful=False)
+        elif op == "terminate":
+            self._end(str(command.get("reason", "terminated")), graceful=True)
+
+    def kernel_pid(self) -> int | None:
+        """Host pid of the kernel: the first child of the sandbox's init process."""
+        path = f"/proc/{self.sandbox_pid}/task/{self.sandbox_pid}/children"
+        try:
+            with open(path) as f:
+                children = f.read().split()
+        except OSError:
+            return None
+        return int(children[0]) if children else None
+
+    def signal_kernel(self, signum: int) -> None:
+        """Deliver `signum` to the kernel's process group (the kernel leads its own session)."""
+        pid = self.kernel_pid()
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signum)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signum)
+
+    def _end(self, reason: str, *, graceful: bool) -> None:
+        """End the sandbox: SIGTERM then SIGKILL when graceful, SIGKILL at once otherwise."""
+        if not self._stop_reason:
+            self._stop_reason = reason
+        assert self.process is not None
+        if graceful and self.process.poll() is None:
+            self.signal_kernel(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(TERMINATE_GRACE)
+        self.cgroup.kill_all()
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        self.process.wait()
+
+    def exit_reason(self, status: int) -> str:
+        if self._stop_reason:
+            return self._stop_reason
+        if self.cgroup.oom_kills() > self._oom_kills_at_start:
+            return "oom"
+        return "exited"
+
+    # -- cleanup --------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Remove everything this sandbox made on the host; safe after a partial start."""
+        self.alive.clear()
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.cgroup.remove()
+        self.relay.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.spec.state_dir, STATE_RECORD))
+        if self._stop_reason == "owner_died":
+            for path in self.spec.owner_files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            shutil.rmtree(self.spec.state_dir, ignore_errors=True)
+
+    def on_sigterm(self, signum: int, frame: object) -> None:
+        os.write(self._signal_w, b"t")
+
+
+def _data_fd(data: bytes) -> int:
+    """A readable fd holding `data`, for bubblewrap's --ro-bind-data and --seccomp."""
+    fd = os.memfd_create("hopx-data", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def main() -> int:
+    # The supervisor ends with its owner (stdin EOF) or on request, never from a terminal ^C.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    line = sys.stdin.buffer.readline(MAX_SPEC_BYTES + 1)
+    try:
+        spec = SandboxSpec.from_json(line)
+    except (ValueError, TypeError) as e:
+        emit("failed", error=f"bad sandbox spec: {e}")
+        return 2
+    supervisor = Supervisor(spec)
+    signal.signal(signal.SIGTERM, supervisor.on_sigterm)
+    try:
+        supervisor.start()
+    except Exception as e:  # noqa: BLE001 - every start failure is reported, then cleaned up
+        emit("failed", error=str(e))
+        supervisor.cleanup()
+        return 70
+    emit(
+        "started",
+        supervisor_pid=os.getpid(),
+        sandbox_pid=supervisor.sandbox_pid,
+        cgroups=supervisor.cgroup.directories,
+        warnings=supervisor.cgroup.unenforced,
+    )
+    status = 1
+    try:
+        status = supervisor.supervise()
+    finally:
+        reason = supervisor.exit_reason(status)
+        supervisor.cleanup()
+        emit("exited", status=status, reason=reason)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
