@@ -67,14 +67,16 @@ def user_namespace_problem() -> str | None:
 _swept = False
 
 
-def sweep_stale_sandboxes(log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+def sweep_stale_sandboxes(
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger], cgroup_parent: str = ""
+) -> None:
     """Once per process: remove what sandboxes of a crashed host or server left behind."""
     global _swept  # noqa: PLW0603 - a once-per-process flag
     if _swept:
         return
     _swept = True
     try:
-        removed = sweep(state_root())
+        removed = sweep(state_root(), cgroup_parent)
     except OSError:
         log.exception("Hopx: the sweep of stale sandboxes failed")
         return

@@ -125,6 +125,13 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         help="""Hard cap on a sandbox's age, busy or not, e.g. '8h'. Enforced by the sandbox's
         supervisor, so it holds without a Jupyter server (papermill, nbclient). 0 disables it.""",
     )
+    cgroup_parent = Unicode(
+        "",
+        config=True,
+        help="""Cgroup under which each sandbox's cgroup is made, relative to the root of every
+        cgroup hierarchy, e.g. 'hopx.slice' or a directory delegated to an unprivileged server.
+        '' (default) means the root, which needs root.""",
+    )
     start_timeout = Duration(
         "30s",
         config=True,
@@ -203,7 +210,7 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         kernel command; the sandbox itself is made in launch_kernel.
         """
         check_host(self.bwrap_path)
-        sweep_stale_sandboxes(self.log)
+        sweep_stale_sandboxes(self.log, self.cgroup_parent)
         km = self.parent
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         channel_prefix = os.path.join(self.state_dir, "ch")
@@ -306,6 +313,7 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             host_gid=self.sandbox_gid if root else None,
             owner_files=(os.path.realpath(km.connection_file),),
             max_lifetime=self.max_lifetime,
+            cgroup_parent=self.cgroup_parent,
         )
 
     async def poll(self) -> int | None:

@@ -90,6 +90,8 @@ class SupervisorHandle:
                 self._first_event.put(event)
         stdout.close()
         self._first_event.put({"event": "failed", "error": "the sandbox supervisor ended early"})
+        # Its pipes close a moment before the process can be reaped; wait for that moment.
+        self.process.wait()
         # The supervisor is gone. If it did not get to clean up, do it now.
         if self.started and not self.exited:
             self.cleanup()

@@ -72,7 +72,7 @@ def live_sandboxes(state_root: str) -> list[SandboxRecord]:
     return [record for record in records(state_root) if record.alive]
 
 
-def sweep(state_root: str, host: CgroupHost | None = None) -> list[str]:
+def sweep(state_root: str, cgroup_parent: str = "", host: CgroupHost | None = None) -> list[str]:
     """Remove what dead supervisors left: records, sockets, kernel directories and cgroups.
 
     Returns what was removed, for the log.
@@ -93,7 +93,7 @@ def sweep(state_root: str, host: CgroupHost | None = None) -> list[str]:
             if entry.is_dir() and not has_record and age > ABANDONED_AFTER:
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed.append(entry.path)
-    for directory in stale_cgroups(host or CgroupHost.detect(), CGROUP_PREFIX):
+    for directory in stale_cgroups(host or CgroupHost.detect(), CGROUP_PREFIX, cgroup_parent):
         _, _, pid = directory.rpartition(".")
         if pid.isdigit() and not is_supervisor(int(pid)):
             with contextlib.suppress(OSError):

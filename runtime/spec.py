@@ -88,6 +88,8 @@ class SandboxSpec:
     owner_files: tuple[str, ...] = ()
     # Hard cap on the sandbox's age in seconds, enforced by the supervisor; 0 disables it.
     max_lifetime: float = 0.0
+    # Parent of the sandbox's cgroup, relative to each hierarchy's root ("" = the root itself).
+    cgroup_parent: str = ""
 
     def __post_init__(self) -> None:
         if self.workspace_mode not in WORKSPACE_MODES:

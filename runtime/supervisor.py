@@ -85,6 +85,7 @@ class Supervisor:
             CgroupHost.detect(),
             self.cgroup.name,
             spec.limits,
+            parent=spec.cgroup_parent,
             allow_unenforced=spec.allow_unenforced_limits,
         )
         self._oom_kills_at_start = self.cgroup.oom_kills()

@@ -1,0 +1,179 @@
+"""Fixtures: kernelspecs with chosen settings, sandboxed kernels, and leak checks.
+
+Every kernel here is a real ipykernel in a real bubblewrap sandbox with real cgroups. Each test
+gets its own short Jupyter runtime directory (unix socket paths are limited to 107 bytes), so the
+leak checks can look at exactly what the test made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+from hopx_kernel.kernelspec import kernelspec
+
+# Small limits keep the limit tests quick; the defaults are tested as defaults elsewhere.
+TEST_SETTINGS: dict[str, Any] = {"memory_limit": "512M", "disk_limit": "64M"}
+
+
+@pytest.fixture
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="hx-rt-", dir="/tmp"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def kernels_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A directory of kernelspecs, on JUPYTER_PATH for the servers and papermill runs we start."""
+    path = Path(tempfile.mkdtemp(prefix="hx-ks-", dir="/tmp"))
+    (path / "kernels").mkdir()
+    monkeypatch.setenv("JUPYTER_PATH", str(path))
+    yield path / "kernels"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_kernelspec(kernels_dir: Path) -> Callable[..., str]:
+    def make(name: str = "hopx-test", **settings: Any) -> str:
+        spec = kernelspec({**TEST_SETTINGS, **settings}, python=sys.executable)
+        (kernels_dir / name).mkdir(exist_ok=True)
+        (kernels_dir / name / "kernel.json").write_text(json.dumps(spec))
+        return name
+
+    return make
+
+
+def write_raw_kernelspec(kernels_dir: Path, name: str, config: dict[str, Any]) -> str:
+    """A Hopx kernelspec with `config` written as is, unvalidated (for bad-input tests)."""
+    spec = kernelspec({}, python=sys.executable)
+    spec["metadata"]["kernel_provisioner"]["config"] = config
+    (kernels_dir / name).mkdir(exist_ok=True)
+    (kernels_dir / name / "kernel.json").write_text(json.dumps(spec))
+    return name
+
+
+@dataclass
+class Kernel:
+    km: KernelManager
+    kc: BlockingKernelClient
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def run(self, code: str, timeout: float = 60) -> tuple[dict[str, Any], str]:
+        """Execute `code`; returns the execute_reply content and everything printed to stdout."""
+        self.outputs = []
+        reply = self.kc.execute_interactive(
+            code, timeout=timeout, output_hook=self.outputs.append, allow_stdin=False
+        )
+        stdout = "".join(
+            m["content"]["text"]
+            for m in self.outputs
+            if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
+        )
+        return reply["content"], stdout
+
+    def value(self, code: str, timeout: float = 60) -> Any:
+        """Run `code`, which must print one JSON document, and return it parsed."""
+        content, stdout = self.run(code, timeout)
+        assert content["status"] == "ok", content
+        return json.loads(stdout)
+
+    @property
+    def supervisor_pid(self) -> int:
+        supervisor = self.km.provisioner.supervisor
+        assert supervisor is not None
+        return int(supervisor.pid)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.km.provisioner.state_dir)
+
+    @property
+    def cgroups(self) -> list[str]:
+        supervisor = self.km.provisioner.supervisor
+        assert supervisor is not None
+        return list(supervisor.started["cgroups"])
+
+
+@pytest.fixture
+def start_kernel(
+    runtime_dir: Path, kernels_dir: Path, make_kernelspec: Callable[..., str]
+) -> Iterator[Callable[..., Kernel]]:
+    started: list[Kernel] = []
+
+    def start(cwd: str | None = None, kernel_name: str | None = None, **settings: Any) -> Kernel:
+        name = kernel_name or make_kernelspec("hopx-test", **settings)
+        km = KernelManager(
+            kernel_name=name,
+            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]),
+        )
+        km.start_kernel(cwd=cwd or str(runtime_dir))
+        kc = km.client()
+        kc.start_channels()
+        kernel = Kernel(km, kc)
+        started.append(kernel)
+        kc.wait_for_ready(timeout=60)
+        return kernel
+
+    yield start
+    for kernel in started:
+        kernel.kc.stop_channels()
+        if kernel.km.has_kernel:
+            kernel.km.shutdown_kernel(now=True)
+
+
+def hopx_processes() -> list[str]:
+    """Command lines of running supervisors and bubblewrap processes."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "runtime.supervisor" in cmdline or cmdline.startswith(("bwrap ", "/usr/bin/bwrap ")):
+            found.append(f"{pid}: {cmdline[:120]}")
+    return found
+
+
+def hopx_cgroups() -> list[str]:
+    found = []
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        if hierarchy.is_dir():
+            found += [str(p) for p in hierarchy.glob("**/hopx-*") if p.is_dir()]
+    return found
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll `condition` until it is truthy; returns its last value either way."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def leftovers(runtime_dir: Path) -> list[str]:
+    """Everything of any sandbox still on the host: processes, cgroups, state directories."""
+    hopx_root = runtime_dir / "hopx"
+    dirs = [str(p) for p in hopx_root.iterdir()] if hopx_root.exists() else []
+    return hopx_processes() + hopx_cgroups() + dirs
+
+
+def assert_no_leaks(runtime_dir: Path, timeout: float = 10.0) -> None:
+    wait_until(lambda: not leftovers(runtime_dir), timeout)
+    assert leftovers(runtime_dir) == []
