@@ -127,7 +127,8 @@ class SandboxCgroup:
         try:
             cgroup._create(host, limits, parent, allow_unenforced)
         except BaseException:
-            cgroup.remove()
+            with contextlib.suppress(CgroupError):  # the original error is the one to report
+                cgroup.remove()
             raise
         return cgroup
 
@@ -137,23 +138,29 @@ class SandboxCgroup:
             for limit, controller in CONTROLLER_OF_LIMIT.items()
             if getattr(limits, limit)
         }
+        # Every check before the first mkdir, so a host that cannot enforce a limit is refused
+        # without touching it.
+        hierarchies: dict[str, Hierarchy] = {}
         for controller in sorted(wanted):
             hierarchy = host.hierarchy_for(controller)
             if hierarchy is None:
                 self._unenforceable(
-                    controller, f"no cgroup hierarchy on this host has the {controller} controller"
-                    f" (cgroup layout: {host.mode})", allow
+                    controller,
+                    f"no cgroup hierarchy on this host has the {controller} controller "
+                    f"(cgroup layout: {host.mode})",
+                    allow,
                 )
-                continue
+            else:
+                hierarchies[controller] = hierarchy
+        # Usage figures: the memory controller is worth joining whenever the host has it.
+        if "memory" not in hierarchies and (memory := host.hierarchy_for("memory")):
+            hierarchies["memory"] = memory
+
+        for controller, hierarchy in hierarchies.items():
             directory = self._directory_in(hierarchy, parent)
             self.by_controller[controller] = (directory, hierarchy.version)
-        # Usage figures: the memory controller is always useful to read when present.
-        if "memory" not in self.by_controller and (h := host.hierarchy_for("memory")):
-            self.by_controller["memory"] = (self._directory_in(h, parent), h.version)
-
-        for controller, (directory, version) in self.by_controller.items():
             if controller in wanted:
-                self._limit(controller, directory, version, limits)
+                self._limit(controller, directory, hierarchy.version, limits)
 
     def _unenforceable(self, what: str, why: str, allow: bool) -> None:
         if not allow:

@@ -1,0 +1,34 @@
+# Every Hopx setting, with its default. Copy the ones you change into your own
+# jupyter_server_config.py (or jupyter_lab_config.py / jupyterhub's single-user config).
+# A kernelspec can override any of them in metadata.kernel_provisioner.config.
+c = get_config()  # noqa: F821 - provided by Jupyter when it loads this file
+
+# Memory for all the kernel's processes and its tmpfs files together; "512M", "2G"; 0 = no limit.
+c.HopxProvisioner.memory_limit = "2G"
+# CPU in cores (0.5 = half a core); 0 = no limit.
+c.HopxProvisioner.cpu_limit = 1.0
+# Processes + threads at once; stops fork bombs; 0 = no limit.
+c.HopxProvisioner.pids_limit = 512
+# Size of each scratch tmpfs (/tmp, /var/tmp, $HOME, /dev/shm); 0 = only memory_limit caps them.
+c.HopxProvisioner.disk_limit = "1G"
+# The notebook's folder: "ro" (read-only), "rw" (read-write) or "none" (not mounted).
+c.HopxProvisioner.workspace = "ro"
+# Extra host paths the kernel sees read-only, e.g. ["/srv/datasets"].
+c.HopxProvisioner.read_only_paths = []
+# Host paths hidden inside mounts (Jupyter's runtime and config dirs always are).
+c.HopxProvisioner.hidden_paths = []
+# Server environment variables (fnmatch patterns) passed to the kernel; tokens never are.
+c.HopxProvisioner.env_allowlist = ["LANG", "LANGUAGE", "LC_*", "TZ"]
+# Start even where a limit cannot be enforced (with a warning) instead of failing.
+c.HopxProvisioner.allow_unenforced_limits = False
+# Host uid/gid of the sandbox when the server runs as root (never uid 0).
+c.HopxProvisioner.sandbox_uid = 65534
+c.HopxProvisioner.sandbox_gid = 65534
+# Hard cap on a kernel's age, busy or not; "8h", "90m"; 0 disables it.
+c.HopxProvisioner.max_lifetime = "24h"
+# Parent cgroup for the sandboxes' cgroups, relative to each hierarchy root ("" = the root).
+c.HopxProvisioner.cgroup_parent = ""
+# How long the sandbox may take to set up before the start fails.
+c.HopxProvisioner.start_timeout = "30s"
+# The bubblewrap executable (default: bwrap on PATH).
+c.HopxProvisioner.bwrap_path = "/usr/bin/bwrap"

@@ -1,0 +1,117 @@
+"""runtime.bwrap: the command line a spec turns into, checked without running anything."""
+
+from __future__ import annotations
+
+from runtime.bwrap import HostLayout, SandboxFds, bwrap_argv, is_within
+from runtime.spec import CONNECTION_FILE, Channel, Limits, SandboxSpec
+
+LAYOUT = HostLayout(
+    symlinks=(("/bin", "usr/bin"), ("/lib", "usr/lib")),
+    directories=("/usr",),
+    etc_entries=("ld.so.cache", "ssl"),
+)
+FDS = SandboxFds(seccomp=10, info=11, files={"/etc/passwd": 12}, writable_files={CONNECTION_FILE: 13})
+
+
+def spec(**overrides: object) -> SandboxSpec:
+    values: dict[str, object] = {
+        "sandbox_id": "s1",
+        "kernel_id": "k1",
+        "argv": ("/venv/bin/python", "-m", "ipykernel_launcher", "-f", CONNECTION_FILE),
+        "env": {},
+        "connection_json": "{}",
+        "channels": (Channel("shell", "/run/x/ch-1", 50101),),
+        "state_dir": "/run/x",
+        "limits": Limits(disk=1 << 20),
+        "workspace": "/home/ada/notebooks",
+        "read_only_paths": ("/venv",),
+        "hidden_paths": ("/home/ada/notebooks/.local/share/jupyter/runtime", "/elsewhere"),
+        "cwd": "/home/ada/notebooks",
+    }
+    values.update(overrides)
+    return SandboxSpec(**values)  # type: ignore[arg-type]
+
+
+def pairs(argv: list[str], option: str) -> list[tuple[str, str]]:
+    """(source, dest) of every occurrence of a two-argument option."""
+    return [(argv[i + 1], argv[i + 2]) for i, a in enumerate(argv) if a == option]
+
+
+def test_every_namespace_but_network_is_new_and_privileges_go() -> None:
+    argv = bwrap_argv(spec(), LAYOUT, FDS)
+    for flag in ("--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts"):
+        assert flag in argv
+    # The supervisor's private network namespace is shared on purpose; no --share-net needed.
+    assert "--unshare-net" not in argv
+    assert "--share-net" not in argv
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert "--die-with-parent" in argv
+    assert "--new-session" in argv
+    assert argv[argv.index("--seccomp") + 1] == "10"
+
+
+def test_system_is_read_only_and_etc_is_an_allowlist() -> None:
+    argv = bwrap_argv(spec(), LAYOUT, FDS)
+    ro = pairs(argv, "--ro-bind")
+    assert ("/usr", "/usr") in ro
+    assert ("/etc/ssl", "/etc/ssl") in ro
+    assert not any(dest in ("/etc", "/", "/home", "/root", "/run", "/sys") for _, dest in ro)
+    assert ("usr/bin", "/bin") in pairs(argv, "--symlink")
+    assert argv.index("--remount-ro") < argv.index("--seccomp")
+    assert argv[argv.index("--remount-ro", argv.index("--chdir")) + 1] == "/"
+
+
+def test_scratch_is_size_capped() -> None:
+    argv = bwrap_argv(spec(), LAYOUT, FDS)
+    for path in ("/tmp", "/var/tmp", "/home/sandbox", "/dev/shm"):
+        i = argv.index(path)
+        assert argv[i - 1] == "--tmpfs"
+        assert argv[i - 3 : i - 1] == ["--size", str(1 << 20)]
+
+
+def test_workspace_modes() -> None:
+    ws = "/home/ada/notebooks"
+    assert (ws, ws) in pairs(bwrap_argv(spec(), LAYOUT, FDS), "--ro-bind")
+    assert (ws, ws) in pairs(bwrap_argv(spec(workspace_mode="rw"), LAYOUT, FDS), "--bind")
+    none = bwrap_argv(spec(workspace_mode="none"), LAYOUT, FDS)
+    assert ws not in none[: none.index("--chdir")]
+
+
+def test_staged_sources_replace_host_paths() -> None:
+    argv = bwrap_argv(spec(), LAYOUT, FDS, sources={"/venv": "/tmp/.hopx-stage/0"})
+    assert ("/tmp/.hopx-stage/0", "/venv") in pairs(argv, "--ro-bind")
+
+
+def test_hidden_paths_are_covered_only_inside_mounts() -> None:
+    argv = bwrap_argv(spec(), LAYOUT, FDS)
+    tmpfs = [argv[i + 1] for i, a in enumerate(argv) if a == "--tmpfs"]
+    assert "/home/ada/notebooks/.local/share/jupyter/runtime" in tmpfs
+    assert "/elsewhere" not in tmpfs
+
+
+def test_generated_files_and_command() -> None:
+    argv = bwrap_argv(spec(), LAYOUT, FDS)
+    assert ("12", "/etc/passwd") in pairs(argv, "--ro-bind-data")
+    assert ("13", CONNECTION_FILE) in pairs(argv, "--bind-data")
+    assert argv[argv.index("--") + 1 :] == list(spec().argv)
+
+
+def test_host_layout_detects_merged_usr(tmp_path: object) -> None:
+    from pathlib import Path
+
+    root = Path(str(tmp_path))
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "bin").symlink_to("usr/bin")
+    (root / "etc").mkdir()
+    (root / "etc" / "ssl").mkdir()
+    layout = HostLayout.detect(str(root))
+    assert layout.symlinks == (("/bin", "usr/bin"),)
+    assert layout.directories == ("/usr",)
+    assert layout.etc_entries == ("ssl",)
+
+
+def test_is_within() -> None:
+    assert is_within("/a/b", "/a")
+    assert is_within("/a", "/a")
+    assert not is_within("/ab", "/a")
+    assert is_within("/tmp", "/")

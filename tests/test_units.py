@@ -1,0 +1,60 @@
+"""Sizes, durations and core counts as people write them, and the errors they get otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.units import LimitError, format_size, parse_cpus, parse_duration, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("512M", 512 * 1024**2),
+        ("2G", 2 * 1024**3),
+        ("2g", 2 * 1024**3),
+        ("1.5G", int(1.5 * 1024**3)),
+        ("64KiB", 64 * 1024),
+        ("100", 100),
+        (4096, 4096),
+        (0, 0),
+        (" 1 T ", 1024**4),
+    ],
+)
+def test_sizes(text: object, expected: int) -> None:
+    assert parse_size("memory_limit", text) == expected
+
+
+@pytest.mark.parametrize("bad", ["2 gigs", "G", "-1G", -5, "1.2.3M", True, None, [], "1P"])
+def test_bad_sizes_name_the_field_and_an_example(bad: object) -> None:
+    with pytest.raises(LimitError, match=r"memory_limit .*e\.g\. '2G'"):
+        parse_size("memory_limit", bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90s", 90), ("15m", 900), ("1h", 3600), ("1.5d", 129600), ("30", 30), (2.5, 2.5), (0, 0)],
+)
+def test_durations(text: object, expected: float) -> None:
+    assert parse_duration("max_lifetime", text) == expected
+
+
+@pytest.mark.parametrize("bad", ["forever", "1 week", "-1h", -3, "h", False])
+def test_bad_durations_name_the_field_and_an_example(bad: object) -> None:
+    with pytest.raises(LimitError, match=r"max_lifetime .*e\.g\. '90s'"):
+        parse_duration("max_lifetime", bad)
+
+
+def test_cpus() -> None:
+    assert parse_cpus("cpu_limit", "0.5") == 0.5
+    assert parse_cpus("cpu_limit", 2) == 2.0
+    for bad in ("lots", -1, float("nan"), True):
+        with pytest.raises(LimitError, match="cpu_limit"):
+            parse_cpus("cpu_limit", bad)
+
+
+@pytest.mark.parametrize(
+    ("n", "text"), [(2 * 1024**3, "2G"), (512 * 1024**2, "512M"), (1536, "1536"), (0, "0")]
+)
+def test_format_size(n: int, text: str) -> None:
+    assert format_size(n) == text
