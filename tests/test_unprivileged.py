@@ -1,0 +1,171 @@
+"""The unprivileged deployment: the kernel manager (a user's own server) runs as uid 65534.
+
+Root plays the admin: it delegates a cgroup subtree to that uid, as systemd or an admin would,
+and makes the project's Python environment reachable (a checkout below a 0700 home is not). The
+server side then runs entirely unprivileged: user namespaces for the network and the sandbox,
+limits from the delegated subtree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import runtime
+from conftest import assert_no_leaks, hopx_processes, wait_until
+from hopx_kernel.kernelspec import kernelspec
+from runtime import libc
+from runtime.cgroups import CgroupHost
+
+UID = GID = 65534
+OWNER = Path(__file__).with_name("unprivileged_owner.py")
+PROJECT = Path(runtime.__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def delegated_cgroup() -> Iterator[str]:
+    """A cgroup directory in every hierarchy with a controller we limit, owned by UID."""
+    if os.geteuid() != 0:
+        pytest.fail("this test plays the admin and must run as root (CI does)")
+    name = f"hx-delegated-{uuid.uuid4().hex[:8]}"
+    host = CgroupHost.detect()
+    made = []
+    for controller in ("memory", "cpu", "pids"):
+        hierarchy = host.hierarchy_for(controller)
+        assert hierarchy is not None, f"no {controller} controller on this host"
+        directory = Path(hierarchy.path) / name
+        if directory in made:
+            continue
+        directory.mkdir()
+        made.append(directory)
+        for path in [directory, *directory.iterdir()]:
+            os.chown(path, UID, GID)
+    yield name
+    for directory in made:
+        for child in directory.iterdir():
+            if child.is_dir():
+                child.rmdir()
+        directory.rmdir()
+
+
+def unreachable_ancestors(path: Path) -> list[Path]:
+    """Ancestors of `path` that others cannot traverse (a 0700 home directory, say)."""
+    return [p for p in path.parents if p != Path("/") and not p.stat().st_mode & stat.S_IXOTH]
+
+
+def run_unprivileged(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start `argv` as UID. Paths the project needs that UID cannot reach are made reachable in
+    a private mount namespace of that process only (the host is untouched)."""
+    needed = [Path(sys.prefix), PROJECT]
+    covers = sorted({a for p in needed for a in unreachable_ancestors(p)}, key=lambda p: len(p.parts))
+    covers = [c for c in covers if not any(c != o and c.is_relative_to(o) for o in covers)]
+
+    def become_unprivileged() -> None:
+        if covers:
+            libc.unshare(libc.CLONE_NEWNS)
+            libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+            trees = {p: libc.clone_tree(str(p)) for p in needed}
+            for cover in covers:
+                libc.mount("tmpfs", str(cover), "tmpfs", 0, "mode=0755")
+            for path, tree in trees.items():
+                path.mkdir(parents=True, exist_ok=True)
+                libc.attach_tree(tree, str(path))
+        os.setgroups([])
+        os.setresgid(GID, GID, GID)
+        os.setresuid(UID, UID, UID)
+
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd="/",
+        preexec_fn=become_unprivileged,  # noqa: PLW1509 - the test process is single-threaded here
+    )
+
+
+def test_unprivileged_server_runs_sandboxed_limited_kernels(delegated_cgroup: str) -> None:
+    base = Path(tempfile.mkdtemp(prefix="hx-u-", dir="/tmp"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    # A root-only file: the unprivileged server cannot read it, let alone its sandbox.
+    secret = Path("/root") / f"hx-secret-{uuid.uuid4().hex[:8]}"
+    secret.write_text("host secret")
+    owner = None
+    try:
+        kernels = base / "kernels" / "hopx-unpriv"
+        kernels.mkdir(parents=True)
+        spec = kernelspec(
+            {"memory_limit": "256M", "pids_limit": 100, "cgroup_parent": delegated_cgroup},
+            python=sys.executable,
+        )
+        (kernels / "kernel.json").write_text(json.dumps(spec))
+        for sub in ("runtime", "workspace", "home"):
+            (base / sub).mkdir()
+        for path in [base, *base.rglob("*")]:
+            os.chown(path, UID, GID)
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "HOME": str(base / "home"),
+            "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+            "JUPYTER_PATH": str(base),
+        }
+        owner = run_unprivileged(
+            [
+                sys.executable,
+                str(OWNER),
+                str(base / "kernels"),
+                str(base / "workspace"),
+                str(listener.getsockname()[1]),
+                str(secret),
+            ],
+            env,
+        )
+        assert owner.stdout is not None and owner.stdin is not None
+        line = owner.stdout.readline()
+        assert line, "the unprivileged owner died; its stderr is above"
+        report = json.loads(line)
+        probe = report["probe"]
+        assert probe["uid"] == 1000
+        assert len(probe["pids"]) <= 3
+        assert probe["host_secret"] in ("FileNotFoundError", "PermissionError")
+        assert probe["host_tcp"] in ("ConnectionRefusedError", "OSError", "TimeoutError")
+        assert probe["proc_sys"] in ("OSError", "PermissionError")
+        assert probe["workspace_write"] == "OSError"  # read-only workspace: EROFS
+        assert probe["tmp_write"] == "allowed"
+
+        # Host side: the limits sit in the delegated subtree, the sandbox runs as UID.
+        memory = next(Path(c) for c in report["cgroups"] if "/memory/" in c)
+        assert memory.parent.name == delegated_cgroup
+        assert (memory / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
+        assert Path(f"/proc/{report['sandbox_pid']}").stat().st_uid == UID
+
+        owner.stdin.write("\n")
+        owner.stdin.flush()
+        oom = json.loads(owner.stdout.readline())
+        assert oom == {"oom_dead": True, "reason": "oom"}
+        assert json.loads(owner.stdout.readline()) == {"shutdown": True}
+        assert owner.wait(30) == 0
+        assert wait_until(lambda: not hopx_processes(), 10)
+        assert_no_leaks(base / "runtime")
+    finally:
+        listener.close()
+        secret.unlink()
+        if owner is not None:
+            owner.kill()
+            owner.wait()
+            for stream in (owner.stdin, owner.stdout):
+                if stream:
+                    stream.close()
+        shutil.rmtree(base, ignore_errors=True)
