@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import shutil
+from collections.abc import Callable
 
 from jupyter_core.paths import jupyter_runtime_dir
 
@@ -21,10 +22,11 @@ def state_root() -> str:
 def check_host(bwrap: str) -> None:
     """Fail with what to install or enable when this host cannot run a sandbox at all."""
     if not shutil.which(bwrap):
-        raise RuntimeError(
+        msg = (
             f"bubblewrap ({bwrap}) is not installed; install it, e.g. `apt install bubblewrap` "
             "or `dnf install bubblewrap`"
         )
+        raise RuntimeError(msg)
     problem = user_namespace_problem()
     if problem:
         raise RuntimeError(problem)
@@ -32,7 +34,7 @@ def check_host(bwrap: str) -> None:
 
 def user_namespace_problem() -> str | None:
     """Why this host refuses user namespaces, with the fix; None when they are allowed."""
-    checks = [
+    checks: list[tuple[str, Callable[[str], bool], str]] = [
         (
             "/proc/sys/user/max_user_namespaces",
             lambda v: v == "0",

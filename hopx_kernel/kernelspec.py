@@ -11,6 +11,8 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from hopx_kernel.provisioner import HopxProvisioner
+
 DEFAULT_NAME = "hopx-python"
 DEFAULT_DISPLAY_NAME = "Python 3 (Hopx sandbox)"
 PROVISIONER_NAME = "hopx-provisioner"
@@ -18,8 +20,6 @@ PROVISIONER_NAME = "hopx-provisioner"
 
 def validate_settings(settings: dict[str, Any]) -> None:
     """Raise the error a kernel start would raise for these provisioner settings, now."""
-    from hopx_kernel.provisioner import HopxProvisioner
-
     HopxProvisioner(kernel_id="validate", kernel_spec=None, parent=None, **settings)
 
 
@@ -69,7 +69,7 @@ def install(
 def _copy_logos(destination: str) -> None:
     """The launcher shows the Python logo, as for the stock kernel."""
     try:
-        import ipykernel
+        import ipykernel  # noqa: PLC0415 - only needed here, and slow to import
     except ImportError:
         return
     resources = os.path.join(os.path.dirname(ipykernel.__file__), "resources")

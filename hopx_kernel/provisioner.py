@@ -19,9 +19,10 @@ import secrets
 import shutil
 import signal
 import sys
-from typing import Any
+from typing import Any, cast
 
 import zmq
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_config_dir, jupyter_runtime_dir
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
@@ -29,6 +30,7 @@ from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, vali
 from hopx_kernel.environment import DEFAULT_ENV_ALLOWLIST, python_paths, sandbox_env
 from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
 from hopx_kernel.traits import ByteSize, Duration
+from runtime.handle import SandboxStartError, SupervisorHandle
 from runtime.spec import (
     CHANNEL_PORTS,
     CONNECTION_FILE,
@@ -38,8 +40,8 @@ from runtime.spec import (
     Channel,
     Limits,
     SandboxSpec,
+    WorkspaceMode,
 )
-from runtime.handle import SandboxStartError, SupervisorHandle
 
 # Constructor arguments jupyter_client itself passes; anything else must be a setting.
 _FRAMEWORK_KWARGS = {"kernel_id", "kernel_spec", "parent", "config", "log"}
@@ -47,7 +49,7 @@ _FRAMEWORK_KWARGS = {"kernel_id", "kernel_spec", "parent", "config", "log"}
 _MAX_SOCKET_PATH = 107
 
 
-class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+class HopxProvisioner(KernelProvisionerBase):
     """Starts each kernel in a fresh bubblewrap sandbox with cgroup limits and no network."""
 
     memory_limit = ByteSize(
@@ -150,23 +152,24 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     def _validate_workspace(self, proposal: dict[str, Any]) -> str:
         value = proposal["value"]
         if value not in WORKSPACE_MODES:
-            raise TraitError(
-                f"workspace {value!r} is not a workspace mode; use one of 'ro', 'rw' or 'none'"
-            )
+            msg = f"workspace {value!r} is not a workspace mode; use one of 'ro', 'rw' or 'none'"
+            raise TraitError(msg)
         return str(value)
 
     @validate("cpu_limit")
     def _validate_cpu_limit(self, proposal: dict[str, Any]) -> float:
         value = float(proposal["value"])
         if value < 0:
-            raise TraitError(f"cpu_limit {value!r} is negative; use e.g. 1 or 0.5")
+            msg = f"cpu_limit {value!r} is negative; use e.g. 1 or 0.5"
+            raise TraitError(msg)
         return value
 
     @validate("pids_limit")
     def _validate_pids_limit(self, proposal: dict[str, Any]) -> int:
         value = int(proposal["value"])
         if value < 0:
-            raise TraitError(f"pids_limit {value!r} is negative; use e.g. 512")
+            msg = f"pids_limit {value!r} is negative; use e.g. 512"
+            raise TraitError(msg)
         return value
 
     @validate("read_only_paths", "hidden_paths")
@@ -174,17 +177,19 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         name = proposal["trait"].name
         for path in proposal["value"]:
             if not os.path.isabs(path):
-                raise TraitError(f"{name} entry {path!r} is not absolute; use e.g. '/srv/data'")
+                msg = f"{name} entry {path!r} is not absolute; use e.g. '/srv/data'"
+                raise TraitError(msg)
         return [os.path.normpath(p) for p in proposal["value"]]
 
     def __init__(self, **kwargs: Any) -> None:
         settings = set(self.class_trait_names(config=True))
         unknown = sorted(set(kwargs) - _FRAMEWORK_KWARGS - settings)
         if unknown:
-            raise TraitError(
+            msg = (
                 f"unknown setting {unknown[0]!r} in the kernelspec's kernel_provisioner.config; "
                 f"valid settings are: {', '.join(sorted(settings))}"
             )
+            raise TraitError(msg)
         super().__init__(**kwargs)
         self.supervisor: SupervisorHandle | None = None
         self.cwd: str | None = None
@@ -192,6 +197,14 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._spec_env: dict[str, str] = {}
 
     # -- provisioner contract -------------------------------------------------------------------
+
+    @property
+    def _km(self) -> Any:
+        """The KernelManager this provisioner works for (jupyter_client always sets it)."""
+        if self.parent is None:
+            msg = "HopxProvisioner needs its KernelManager as parent"
+            raise RuntimeError(msg)
+        return self.parent
 
     @property
     def has_process(self) -> bool:
@@ -211,14 +224,15 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """
         check_host(self.bwrap_path)
         sweep_stale_sandboxes(self.log, self.cgroup_parent)
-        km = self.parent
+        km = self._km
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         channel_prefix = os.path.join(self.state_dir, "ch")
         if len(channel_prefix) + 2 > _MAX_SOCKET_PATH:
-            raise RuntimeError(
+            msg = (
                 f"the runtime directory {jupyter_runtime_dir()!r} is too deep for unix sockets; "
                 "set JUPYTER_RUNTIME_DIR to a shorter path"
             )
+            raise RuntimeError(msg)
         km.transport = "ipc"
         km.ip = channel_prefix
         for number, name in enumerate(CHANNEL_PORTS, start=1):
@@ -238,7 +252,7 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self._spec_env = {k: kwargs["env"][k] for k in (self.kernel_spec.env or {})}
         return kwargs
 
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Called by KernelManager after pre_launch: start the sandbox, return connection info."""
         spec = self._sandbox_spec(cmd, kwargs)
         try:
@@ -248,8 +262,9 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         except SandboxStartError as e:
             # jupyter_client does not clean up after a failed launch: leave nothing behind.
             shutil.rmtree(self.state_dir, ignore_errors=True)
-            self.parent.cleanup_connection_file()
-            raise RuntimeError(f"Hopx sandbox for kernel {self.kernel_id} failed: {e}") from e
+            self._km.cleanup_connection_file()
+            msg = f"Hopx sandbox for kernel {self.kernel_id} failed: {e}"
+            raise RuntimeError(msg) from e
         self._pid = self.supervisor.pid
         for warning in self.supervisor.started.get("warnings", []):
             self.log.warning("Hopx kernel %s runs without a limit: %s", self.kernel_id, warning)
@@ -259,10 +274,10 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             spec.sandbox_id,
             self._pid,
         )
-        return dict(self.connection_info)
+        return self.connection_info
 
     def _sandbox_spec(self, cmd: list[str], kwargs: dict[str, Any]) -> SandboxSpec:
-        km = self.parent
+        km = self._km
         cwd = os.path.realpath(kwargs.get("cwd") or os.getcwd())
         self.cwd = cwd
         workspace: str | None = cwd
@@ -288,9 +303,7 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             sandbox_id=f"{self.kernel_id[:8]}-{secrets.token_hex(3)}",
             kernel_id=self.kernel_id,
             argv=tuple(cmd),
-            env=sandbox_env(
-                os.environ, self._spec_env, self.env_allowlist, python_bin, workspace
-            ),
+            env=sandbox_env(os.environ, self._spec_env, self.env_allowlist, python_bin, workspace),
             connection_json=json.dumps(kernel_connection),
             channels=tuple(
                 Channel(name, f"{km.ip}-{number}", port)
@@ -305,7 +318,7 @@ class HopxProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             ),
             allow_unenforced_limits=self.allow_unenforced_limits,
             workspace=workspace,
-            workspace_mode=self.workspace if workspace else "none",
+            workspace_mode=cast(WorkspaceMode, self.workspace if workspace else "none"),
             read_only_paths=tuple(p for p in read_only if os.path.exists(p)),
             hidden_paths=tuple(os.path.realpath(p) for p in hidden if os.path.isdir(p)),
             cwd=workspace or SANDBOX_HOME,

@@ -45,7 +45,7 @@ ETC_ALLOWLIST = (
 
 @dataclass(frozen=True)
 class HostLayout:
-    """What the host's root filesystem looks like, as far as building a sandbox root is concerned."""
+    """The host's root filesystem, as far as building a sandbox root is concerned."""
 
     # System directory -> symlink target, for directories that are symlinks on the host.
     symlinks: tuple[tuple[str, str], ...]

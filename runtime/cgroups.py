@@ -164,10 +164,11 @@ class SandboxCgroup:
 
     def _unenforceable(self, what: str, why: str, allow: bool) -> None:
         if not allow:
-            raise CgroupError(
-                f"cannot enforce the {what} limit: {why}. Fix the host (see `jupyter hopx "
-                "doctor`), or set allow_unenforced_limits = True to run without it."
+            msg = (
+                f"cannot enforce the {what} limit: {why}. Fix the host (see the README's "
+                "troubleshooting), or set allow_unenforced_limits = True to run without it."
             )
+            raise CgroupError(msg)
         self.unenforced.append(f"{what}: {why}")
 
     def _directory_in(self, hierarchy: Hierarchy, parent: str) -> str:
@@ -180,7 +181,8 @@ class SandboxCgroup:
         try:
             os.mkdir(directory, 0o755)
         except OSError as e:
-            raise CgroupError(f"cannot create cgroup {directory}: {e.strerror}") from e
+            msg = f"cannot create cgroup {directory}: {e.strerror}"
+            raise CgroupError(msg) from e
         self.directories.append(directory)
         return directory
 
@@ -211,9 +213,8 @@ class SandboxCgroup:
             try:
                 _write(os.path.join(directory, filename), value)
             except OSError as e:
-                raise CgroupError(
-                    f"cannot set {filename} = {value} in {directory}: {e.strerror}"
-                ) from e
+                msg = f"cannot set {filename} = {value} in {directory}: {e.strerror}"
+                raise CgroupError(msg) from e
 
     def procs_files(self) -> list[str]:
         """The cgroup.procs files a process writes "0" to in order to join every hierarchy."""
@@ -252,7 +253,7 @@ class SandboxCgroup:
             return None
 
     def kill_all(self, timeout: float = 5.0) -> None:
-        """SIGKILL every process in the cgroup until it is empty (forks racing the loop included)."""
+        """SIGKILL every process in the cgroup until it is empty (racing forks included)."""
         for directory in self.directories:
             with contextlib.suppress(OSError):
                 _write(os.path.join(directory, "cgroup.kill"), "1")
@@ -277,7 +278,8 @@ class SandboxCgroup:
                 except OSError as e:
                     # EBUSY while the last killed processes are still being torn down.
                     if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise CgroupError(f"cannot remove cgroup {directory}: {e.strerror}") from e
+                        msg = f"cannot remove cgroup {directory}: {e.strerror}"
+                        raise CgroupError(msg) from e
                     time.sleep(0.01)
         self.directories.clear()
 
@@ -289,17 +291,19 @@ def _enable_v2_controllers(directory: str, controllers: frozenset[str]) -> None:
     try:
         enabled = set(_read(control).split())
     except OSError as e:
-        raise CgroupError(f"cannot read {control}: {e.strerror}") from e
+        msg = f"cannot read {control}: {e.strerror}"
+        raise CgroupError(msg) from e
     missing = sorted(controllers - enabled)
     if not missing:
         return
     try:
         _write(control, " ".join(f"+{c}" for c in missing))
     except OSError as e:
-        raise CgroupError(
+        msg = (
             f"cannot enable {', '.join(missing)} in {control}: {e.strerror}. A cgroup v2 parent "
             "that holds processes cannot delegate controllers; name an empty parent cgroup."
-        ) from e
+        )
+        raise CgroupError(msg) from e
 
 
 def stale_cgroups(host: CgroupHost, prefix: str, parent: str = "") -> Iterator[str]:

@@ -69,9 +69,8 @@ class SupervisorHandle:
             event = handle._first_event.get(timeout=timeout)
         except queue.Empty:
             handle.kill_now()
-            raise SandboxStartError(
-                f"the sandbox did not start within {timeout:.0f} s"
-            ) from None
+            msg = f"the sandbox did not start within {timeout:.0f} s"
+            raise SandboxStartError(msg) from None
         if event.get("event") != "started":
             handle.process.wait()
             handle.cleanup()

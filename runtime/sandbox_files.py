@@ -14,9 +14,7 @@ def generated_files(hostname: str) -> dict[str, bytes]:
             f"{SANDBOX_USER}:x:{uid}:{uid}:Hopx sandbox:{SANDBOX_HOME}:/bin/bash\n"
             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
         ).encode(),
-        "/etc/group": (
-            f"root:x:0:\n{SANDBOX_USER}:x:{uid}:\nnogroup:x:65534:\n"
-        ).encode(),
+        "/etc/group": (f"root:x:0:\n{SANDBOX_USER}:x:{uid}:\nnogroup:x:65534:\n").encode(),
         "/etc/hosts": f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost\n".encode(),
         "/etc/hostname": f"{hostname}\n".encode(),
     }

@@ -1,7 +1,7 @@
 """The frozen description of one sandbox.
 
-The Jupyter side builds a `SandboxSpec`, the supervisor receives it as JSON on its stdin and turns it
-into cgroup writes and a bubblewrap argv. Nothing here touches the system.
+The Jupyter side builds a `SandboxSpec`; the supervisor receives it as JSON on its stdin and
+turns it into cgroup writes and a bubblewrap argv. Nothing here touches the system.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ class Limits:
     def __post_init__(self) -> None:
         for name in ("memory", "pids", "disk"):
             if getattr(self, name) < 0:
-                raise LimitError(f"{name} limit must not be negative")
+                msg = f"{name} limit must not be negative"
+                raise LimitError(msg)
         if self.cpus < 0:
-            raise LimitError("cpu limit must not be negative")
+            msg = "cpu limit must not be negative"
+            raise LimitError(msg)
 
 
 @dataclass(frozen=True)
@@ -93,12 +95,14 @@ class SandboxSpec:
 
     def __post_init__(self) -> None:
         if self.workspace_mode not in WORKSPACE_MODES:
-            raise LimitError(
+            msg = (
                 f"workspace {self.workspace_mode!r} is not a workspace mode; "
                 "use one of 'ro', 'rw' or 'none'"
             )
+            raise LimitError(msg)
         if not self.argv:
-            raise LimitError("the kernel command line is empty")
+            msg = "the kernel command line is empty"
+            raise LimitError(msg)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -107,10 +111,12 @@ class SandboxSpec:
     def from_json(cls, text: str | bytes) -> SandboxSpec:
         """Parse a spec; raises ValueError on anything malformed."""
         if len(text) > MAX_SPEC_BYTES:
-            raise ValueError("sandbox spec is too large")
+            msg = "sandbox spec is too large"
+            raise ValueError(msg)
         raw = json.loads(text)
         if not isinstance(raw, dict):
-            raise ValueError("sandbox spec must be a JSON object")
+            msg = "sandbox spec must be a JSON object"
+            raise TypeError(msg)
         return cls._from_dict(raw)
 
     @classmethod

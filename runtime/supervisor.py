@@ -93,10 +93,11 @@ class Supervisor:
         try:
             libc.enter_private_network(unprivileged=os.geteuid() != 0)
         except OSError as e:
-            raise StartError(
+            msg = (
                 f"cannot create a network namespace ({e.strerror}); user namespaces may be "
                 "disabled on this host (see `jupyter hopx doctor`)"
-            ) from e
+            )
+            raise StartError(msg) from e
         self.relay.listen()
         self.alive.set()
         self._spawn_bwrap()
@@ -130,7 +131,10 @@ class Supervisor:
                 pass_fds=inherited,
                 env=spec.env,
                 cwd="/",
-                preexec_fn=functools.partial(self._enter_sandbox_credentials, staged),
+                # No other thread exists yet (the forwarder starts after the fork).
+                preexec_fn=functools.partial(  # noqa: PLW1509
+                    self._enter_sandbox_credentials, staged
+                ),
             )
         except (OSError, subprocess.SubprocessError) as e:
             failure = e
@@ -139,7 +143,8 @@ class Supervisor:
         forwarder.start()
         if failure is not None:
             forwarder.join(1.0)  # the child's own account of what failed
-            raise StartError(f"cannot start bubblewrap: {self._stderr_tail_text() or failure}")
+            msg = f"cannot start bubblewrap: {self._stderr_tail_text() or failure}"
+            raise StartError(msg)
         self.sandbox_pid = self._read_info(info_r)
 
     def _staged_sources(self) -> dict[str, str]:
@@ -150,7 +155,7 @@ class Supervisor:
         return {path: f"{STAGE_DIR}/{i}" for i, path in enumerate(paths)}
 
     def _enter_sandbox_credentials(self, staged: dict[str, str]) -> None:
-        """In the child, before exec'ing bubblewrap: join the cgroup, stage, drop to the sandbox uid.
+        """In the child, before exec'ing bwrap: join the cgroup, stage, drop to the sandbox uid.
 
         Runs between fork and exec, so only plain system calls happen here. subprocess reports
         a failure here only as "Exception occurred in preexec_fn", so say what it was on stderr.
@@ -207,10 +212,11 @@ class Supervisor:
             assert self.process is not None
             status = self.process.wait()
             time.sleep(0.05)  # let the stderr forwarder catch bubblewrap's last words
-            raise StartError(
+            msg = (
                 f"bubblewrap could not set up the sandbox (exit {status}): "
                 f"{self._stderr_tail_text()}"
-            ) from None
+            )
+            raise StartError(msg) from None
 
     def _stderr_tail_text(self) -> str:
         return self._stderr_tail.decode(errors="replace").strip()
@@ -397,7 +403,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, supervisor.on_sigterm)
     try:
         supervisor.start()
-    except Exception as e:  # noqa: BLE001 - every start failure is reported, then cleaned up
+    except Exception as e:
         emit("failed", error=str(e))
         supervisor.cleanup()
         return 70

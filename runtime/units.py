@@ -6,6 +6,7 @@ kernelspec or the server config.
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -25,45 +26,54 @@ def parse_size(field: str, value: object) -> int:
     Binary units (K = 1024). Zero is allowed and means "no limit" wherever the caller says so.
     """
     if isinstance(value, bool):
-        raise LimitError(f"{field} {value!r} is not a size; use e.g. '2G' or '512M'")
+        msg = f"{field} {value!r} is not a size; use e.g. '2G' or '512M'"
+        raise LimitError(msg)
     if isinstance(value, int):
         if value < 0:
-            raise LimitError(f"{field} {value!r} is negative; use e.g. '2G' or '512M'")
+            msg = f"{field} {value!r} is negative; use e.g. '2G' or '512M'"
+            raise LimitError(msg)
         return value
     if isinstance(value, str):
         match = _SIZE_RE.match(value)
         if match:
             number, unit = match.groups()
             return int(float(number) * _SIZE_UNITS[unit.upper()])
-    raise LimitError(f"{field} {value!r} is not a size; use e.g. '2G' or '512M'")
+    msg = f"{field} {value!r} is not a size; use e.g. '2G' or '512M'"
+    raise LimitError(msg)
 
 
 def parse_duration(field: str, value: object) -> float:
     """Seconds from a number or a string such as "90s", "15m", "1h", "1.5d". Zero means disabled."""
     if isinstance(value, bool):
-        raise LimitError(f"{field} {value!r} is not a duration; use e.g. '90s', '15m' or '1h'")
+        msg = f"{field} {value!r} is not a duration; use e.g. '90s', '15m' or '1h'"
+        raise LimitError(msg)
     if isinstance(value, (int, float)):
         if value < 0:
-            raise LimitError(f"{field} {value!r} is negative; use e.g. '90s', '15m' or '1h'")
+            msg = f"{field} {value!r} is negative; use e.g. '90s', '15m' or '1h'"
+            raise LimitError(msg)
         return float(value)
     if isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match:
             number, unit = match.groups()
             return float(number) * _DURATION_UNITS[unit.lower()]
-    raise LimitError(f"{field} {value!r} is not a duration; use e.g. '90s', '15m' or '1h'")
+    msg = f"{field} {value!r} is not a duration; use e.g. '90s', '15m' or '1h'"
+    raise LimitError(msg)
 
 
 def parse_cpus(field: str, value: object) -> float:
     """A number of cores such as 1, 0.5 or "2". Zero means no CPU limit."""
     if isinstance(value, bool):
-        raise LimitError(f"{field} {value!r} is not a number of cores; use e.g. 1 or 0.5")
+        msg = f"{field} {value!r} is not a number of cores; use e.g. 1 or 0.5"
+        raise LimitError(msg)
     try:
         cores = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError) as e:
-        raise LimitError(f"{field} {value!r} is not a number of cores; use e.g. 1 or 0.5") from e
-    if cores < 0 or cores != cores or cores == float("inf"):
-        raise LimitError(f"{field} {value!r} is not a number of cores; use e.g. 1 or 0.5")
+        msg = f"{field} {value!r} is not a number of cores; use e.g. 1 or 0.5"
+        raise LimitError(msg) from e
+    if cores < 0 or not math.isfinite(cores):
+        msg = f"{field} {value!r} is not a number of cores; use e.g. 1 or 0.5"
+        raise LimitError(msg)
     return cores
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from runtime.bwrap import HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.spec import CONNECTION_FILE, Channel, Limits, SandboxSpec
 
@@ -10,7 +12,9 @@ LAYOUT = HostLayout(
     directories=("/usr",),
     etc_entries=("ld.so.cache", "ssl"),
 )
-FDS = SandboxFds(seccomp=10, info=11, files={"/etc/passwd": 12}, writable_files={CONNECTION_FILE: 13})
+FDS = SandboxFds(
+    seccomp=10, info=11, files={"/etc/passwd": 12}, writable_files={CONNECTION_FILE: 13}
+)
 
 
 def spec(**overrides: object) -> SandboxSpec:
@@ -96,10 +100,8 @@ def test_generated_files_and_command() -> None:
     assert argv[argv.index("--") + 1 :] == list(spec().argv)
 
 
-def test_host_layout_detects_merged_usr(tmp_path: object) -> None:
-    from pathlib import Path
-
-    root = Path(str(tmp_path))
+def test_host_layout_detects_merged_usr(tmp_path: Path) -> None:
+    root = tmp_path
     (root / "usr" / "bin").mkdir(parents=True)
     (root / "bin").symlink_to("usr/bin")
     (root / "etc").mkdir()

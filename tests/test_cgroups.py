@@ -60,11 +60,12 @@ def test_v2_writes_limits_and_delegates_controllers(tmp_path: Path) -> None:
 
 def test_missing_controller_fails_unless_allowed(tmp_path: Path) -> None:
     host = fake_v2(tmp_path, "memory cpu")
-    with pytest.raises(CgroupError, match="cannot enforce the pids limit.*allow_unenforced"):
+    with pytest.raises(CgroupError, match=r"cannot enforce the pids limit.*allow_unenforced"):
         SandboxCgroup.create(host, "hopx-test", LIMITS)
     assert not (tmp_path / "hopx-test").exists()  # a failed create leaves no directory
     cgroup = SandboxCgroup.create(host, "hopx-test", LIMITS, allow_unenforced=True)
-    assert cgroup.unenforced and "pids" in cgroup.unenforced[0]
+    assert cgroup.unenforced
+    assert "pids" in cgroup.unenforced[0]
 
 
 def test_v1_real_cgroup_limits_join_and_remove() -> None:

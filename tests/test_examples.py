@@ -39,9 +39,7 @@ def test_kernelspec_with_custom_limits(
 
 
 def test_server_config_shows_every_setting_with_its_default() -> None:
-    config = PyFileConfigLoader(
-        "jupyter_server_config.py", path=str(EXAMPLES)
-    ).load_config()
+    config = PyFileConfigLoader("jupyter_server_config.py", path=str(EXAMPLES)).load_config()
     shown = config.HopxProvisioner
     settings = HopxProvisioner.class_traits(config=True)
     assert set(shown) == set(settings)

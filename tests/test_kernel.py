@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from conftest import Kernel, assert_no_leaks, hopx_processes, leftovers, wait_until
+from hopx_kernel.host import state_root
+from runtime.registry import sweep
 
 
 def test_code_output_rich_display_and_errors(start_kernel: Callable[..., Kernel]) -> None:
@@ -99,7 +100,7 @@ def test_interrupt_reaches_the_kernel(start_kernel: Callable[..., Kernel]) -> No
     reply = kernel.kc._recv_reply(msg_id, timeout=30)
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
-    content, stdout = kernel.run("print('still here')")
+    _, stdout = kernel.run("print('still here')")
     assert stdout == "still here\n"
 
 
@@ -115,7 +116,9 @@ def test_restart_gets_a_fresh_sandbox(
     assert kernel.supervisor_pid != first_supervisor
     assert kernel.cgroups != first_cgroups
     assert not any(os.path.exists(c) for c in first_cgroups)
-    fresh = kernel.value("import json, os; print(json.dumps([os.path.exists('/tmp/marker'), 'state' in dir()]))")
+    fresh = kernel.value(
+        "import json, os; print(json.dumps([os.path.exists('/tmp/marker'), 'state' in dir()]))"
+    )
     assert fresh == [False, False]
 
 
@@ -195,9 +198,6 @@ def test_sweep_removes_what_a_crashed_host_left(
     make_kernelspec: Callable[..., str], kernels_dir: Path, runtime_dir: Path
 ) -> None:
     """Owner and supervisor SIGKILLed together (a host crash): the next start sweeps up."""
-    from hopx_kernel.host import state_root
-    from runtime.registry import sweep
-
     make_kernelspec("hopx-test")
     owner = subprocess.Popen(
         [sys.executable, "-c", OWNER, str(kernels_dir)], stdout=subprocess.PIPE, text=True

@@ -68,7 +68,9 @@ def run_unprivileged(argv: list[str], env: dict[str, str]) -> subprocess.Popen[s
     """Start `argv` as UID. Paths the project needs that UID cannot reach are made reachable in
     a private mount namespace of that process only (the host is untouched)."""
     needed = [Path(sys.prefix), PROJECT]
-    covers = sorted({a for p in needed for a in unreachable_ancestors(p)}, key=lambda p: len(p.parts))
+    covers = sorted(
+        {a for p in needed for a in unreachable_ancestors(p)}, key=lambda p: len(p.parts)
+    )
     covers = [c for c in covers if not any(c != o and c.is_relative_to(o) for o in covers)]
 
     def become_unprivileged() -> None:
@@ -132,7 +134,8 @@ def test_unprivileged_server_runs_sandboxed_limited_kernels(delegated_cgroup: st
             ],
             env,
         )
-        assert owner.stdout is not None and owner.stdin is not None
+        assert owner.stdout is not None
+        assert owner.stdin is not None
         line = owner.stdout.readline()
         assert line, "the unprivileged owner died; its stderr is above"
         report = json.loads(line)

@@ -48,7 +48,11 @@ def main() -> None:
     try:
         kc.wait_for_ready(timeout=60)
         out: list[dict[str, object]] = []
-        kc.execute_interactive(PROBE.replace("PORT", str(port)).replace("SECRET", secret), output_hook=out.append, timeout=60)
+        kc.execute_interactive(
+            PROBE.replace("PORT", str(port)).replace("SECRET", secret),
+            output_hook=out.append,
+            timeout=60,
+        )
         text = "".join(m["content"]["text"] for m in out if m["msg_type"] == "stream")  # type: ignore[index]
         report["probe"] = json.loads(text)
         supervisor = km.provisioner.supervisor
