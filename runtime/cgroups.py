@@ -27,6 +27,10 @@ class CgroupError(RuntimeError):
     """A cgroup could not be created, limited, joined or removed."""
 
 
+class CgroupPermissionError(CgroupError):
+    """This user may not create cgroups there (an unprivileged server without delegation)."""
+
+
 @dataclass(frozen=True)
 class Hierarchy:
     """One mounted cgroup hierarchy and the controllers it carries."""
@@ -157,7 +161,12 @@ class SandboxCgroup:
             hierarchies["memory"] = memory
 
         for controller, hierarchy in hierarchies.items():
-            directory = self._directory_in(hierarchy, parent)
+            try:
+                directory = self._directory_in(hierarchy, parent)
+            except CgroupPermissionError as e:
+                if controller in wanted:  # a cgroup only for usage figures is not worth failing
+                    self._unenforceable(controller, str(e), allow)
+                continue
             self.by_controller[controller] = (directory, hierarchy.version)
             if controller in wanted:
                 self._limit(controller, directory, hierarchy.version, limits)
@@ -180,6 +189,12 @@ class SandboxCgroup:
             _enable_v2_controllers(base, hierarchy.controllers & {"memory", "cpu", "pids"})
         try:
             os.mkdir(directory, 0o755)
+        except PermissionError as e:
+            msg = (
+                f"no permission to create cgroups in {base}; an unprivileged server needs a "
+                "cgroup delegated to its user, named by cgroup_parent"
+            )
+            raise CgroupPermissionError(msg) from e
         except OSError as e:
             msg = f"cannot create cgroup {directory}: {e.strerror}"
             raise CgroupError(msg) from e

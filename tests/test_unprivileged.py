@@ -17,13 +17,15 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import runtime
-from conftest import assert_no_leaks, hopx_processes, wait_until
+from conftest import assert_no_leaks
 from hopx_kernel.kernelspec import kernelspec
 from runtime import libc
 from runtime.cgroups import CgroupHost
@@ -98,20 +100,38 @@ def run_unprivileged(argv: list[str], env: dict[str, str]) -> subprocess.Popen[s
     )
 
 
-def test_unprivileged_server_runs_sandboxed_limited_kernels(delegated_cgroup: str) -> None:
-    base = Path(tempfile.mkdtemp(prefix="hx-u-", dir="/tmp"))
+@dataclass
+class Owner:
+    """An unprivileged process owning one Hopx kernel (see unprivileged_owner.py)."""
+
+    process: subprocess.Popen[str]
+    base: Path
+
+    def report(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, "the unprivileged owner died; its stderr is above"
+        return dict(json.loads(line))
+
+    def go_on(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+
+
+@pytest.fixture
+def start_owner() -> Iterator[Callable[..., Owner]]:
+    owners: list[Owner] = []
     listener = socket.create_server(("127.0.0.1", 0))
     # A root-only file: the unprivileged server cannot read it, let alone its sandbox.
     secret = Path("/root") / f"hx-secret-{uuid.uuid4().hex[:8]}"
     secret.write_text("host secret")
-    owner = None
-    try:
+
+    def start(mode: str = "probe", **settings: Any) -> Owner:
+        base = Path(tempfile.mkdtemp(prefix="hx-u-", dir="/tmp"))
         kernels = base / "kernels" / "hopx-unpriv"
         kernels.mkdir(parents=True)
-        spec = kernelspec(
-            {"memory_limit": "256M", "pids_limit": 100, "cgroup_parent": delegated_cgroup},
-            python=sys.executable,
-        )
+        spec = kernelspec({"pids_limit": 100, **settings}, python=sys.executable)
         (kernels / "kernel.json").write_text(json.dumps(spec))
         for sub in ("runtime", "workspace", "home"):
             (base / sub).mkdir()
@@ -123,52 +143,77 @@ def test_unprivileged_server_runs_sandboxed_limited_kernels(delegated_cgroup: st
             "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
             "JUPYTER_PATH": str(base),
         }
-        owner = run_unprivileged(
-            [
-                sys.executable,
-                str(OWNER),
-                str(base / "kernels"),
-                str(base / "workspace"),
-                str(listener.getsockname()[1]),
-                str(secret),
-            ],
-            env,
-        )
-        assert owner.stdout is not None
-        assert owner.stdin is not None
-        line = owner.stdout.readline()
-        assert line, "the unprivileged owner died; its stderr is above"
-        report = json.loads(line)
-        probe = report["probe"]
-        assert probe["uid"] == 1000
-        assert len(probe["pids"]) <= 3
-        assert probe["host_secret"] in ("FileNotFoundError", "PermissionError")
-        assert probe["host_tcp"] in ("ConnectionRefusedError", "OSError", "TimeoutError")
-        assert probe["proc_sys"] in ("OSError", "PermissionError")
-        assert probe["workspace_write"] == "OSError"  # read-only workspace: EROFS
-        assert probe["tmp_write"] == "allowed"
+        argv = [sys.executable, str(OWNER), str(base / "kernels"), str(base / "workspace")]
+        argv += [str(listener.getsockname()[1]), str(secret), mode]
+        owner = Owner(run_unprivileged(argv, env), base)
+        owners.append(owner)
+        return owner
 
-        # Host side: the limits sit in the delegated subtree, the sandbox runs as UID.
-        memory = next(Path(c) for c in report["cgroups"] if "/memory/" in c)
-        assert memory.parent.name == delegated_cgroup
-        assert (memory / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
-        assert Path(f"/proc/{report['sandbox_pid']}").stat().st_uid == UID
+    yield start
+    listener.close()
+    secret.unlink()
+    for owner in owners:
+        owner.process.kill()
+        owner.process.wait()
+        for stream in (owner.process.stdin, owner.process.stdout):
+            if stream:
+                stream.close()
+        shutil.rmtree(owner.base, ignore_errors=True)
 
-        owner.stdin.write("\n")
-        owner.stdin.flush()
-        oom = json.loads(owner.stdout.readline())
-        assert oom == {"oom_dead": True, "reason": "oom"}
-        assert json.loads(owner.stdout.readline()) == {"shutdown": True}
-        assert owner.wait(30) == 0
-        assert wait_until(lambda: not hopx_processes(), 10)
-        assert_no_leaks(base / "runtime")
-    finally:
-        listener.close()
-        secret.unlink()
-        if owner is not None:
-            owner.kill()
-            owner.wait()
-            for stream in (owner.stdin, owner.stdout):
-                if stream:
-                    stream.close()
-        shutil.rmtree(base, ignore_errors=True)
+
+def assert_isolated(probe: dict[str, Any]) -> None:
+    assert probe["uid"] == 1000
+    assert len(probe["pids"]) <= 3
+    assert probe["host_secret"] in ("FileNotFoundError", "PermissionError")
+    assert probe["host_tcp"] in ("ConnectionRefusedError", "OSError", "TimeoutError")
+    assert probe["proc_sys"] in ("OSError", "PermissionError")
+    assert probe["workspace_write"] == "OSError"  # read-only workspace: EROFS
+    assert probe["tmp_write"] == "allowed"
+
+
+def test_unprivileged_server_runs_sandboxed_limited_kernels(
+    start_owner: Callable[..., Owner], delegated_cgroup: str
+) -> None:
+    owner = start_owner("oom", memory_limit="256M", cgroup_parent=delegated_cgroup)
+    report = owner.report()
+    assert_isolated(report["probe"])
+    assert report["warnings"] == []
+    # Host side: the limits sit in the delegated subtree, the sandbox runs as UID.
+    memory = next(Path(c) for c in report["cgroups"] if "/memory/" in c)
+    assert memory.parent.name == delegated_cgroup
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
+    assert Path(f"/proc/{report['sandbox_pid']}").stat().st_uid == UID
+
+    owner.go_on()
+    assert owner.report() == {"oom_dead": True, "reason": "oom"}
+    assert owner.report() == {"shutdown": True}
+    assert owner.process.wait(30) == 0
+    assert_no_leaks(owner.base / "runtime")
+
+
+def test_unprivileged_server_without_delegation_refuses_to_start(
+    start_owner: Callable[..., Owner],
+) -> None:
+    """No cgroup the user may write to: the start fails saying why and what to do."""
+    owner = start_owner()
+    error = owner.report()["start_error"]
+    assert "cannot enforce the" in error
+    assert "cgroup_parent" in error
+    assert "allow_unenforced_limits" in error
+    assert owner.process.wait(30) == 0
+    assert_no_leaks(owner.base / "runtime")
+
+
+def test_unprivileged_server_may_run_without_limits_when_allowed(
+    start_owner: Callable[..., Owner],
+) -> None:
+    """allow_unenforced_limits: the kernel starts with a warning, isolated all the same."""
+    owner = start_owner(allow_unenforced_limits=True)
+    report = owner.report()
+    assert_isolated(report["probe"])
+    assert report["cgroups"] == []
+    assert {w.split(":")[0] for w in report["warnings"]} == {"cpu", "memory", "pids"}
+    owner.go_on()
+    assert owner.report() == {"shutdown": True}
+    assert owner.process.wait(30) == 0
+    assert_no_leaks(owner.base / "runtime")

@@ -1,6 +1,7 @@
 """Run by test_unprivileged.py as an unprivileged uid: start a Hopx kernel, probe it, report JSON.
 
-argv: kernels dir, workspace, host TCP port and host file the kernel must not reach.
+argv: kernels dir, workspace, host TCP port and host file the kernel must not reach, and
+"probe" (report and shut down) or "oom" (also run a memory hog once the test says go on).
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ PROBE = textwrap.dedent(
 
 
 def main() -> None:
-    kernels_dir, workspace, port, secret = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    kernels_dir, workspace, port, secret, mode = sys.argv[1:6]
     km = KernelManager(
         kernel_name="hopx-unpriv", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels_dir])
     )
-    km.start_kernel(cwd=workspace)
+    try:
+        km.start_kernel(cwd=workspace)
+    except RuntimeError as e:
+        print(json.dumps({"start_error": str(e)}), flush=True)
+        return
     kc = km.client()
     kc.start_channels()
     report: dict[str, object] = {}
@@ -49,7 +54,7 @@ def main() -> None:
         kc.wait_for_ready(timeout=60)
         out: list[dict[str, object]] = []
         kc.execute_interactive(
-            PROBE.replace("PORT", str(port)).replace("SECRET", secret),
+            PROBE.replace("PORT", port).replace("SECRET", secret),
             output_hook=out.append,
             timeout=60,
         )
@@ -58,8 +63,11 @@ def main() -> None:
         supervisor = km.provisioner.supervisor
         report["cgroups"] = supervisor.started["cgroups"]
         report["sandbox_pid"] = supervisor.started["sandbox_pid"]
+        report["warnings"] = supervisor.started["warnings"]
         print(json.dumps(report), flush=True)
         sys.stdin.readline()  # the test looks at the host side, then lets us go on
+        if mode != "oom":
+            return
 
         # A memory hog dies at the limit; the kernel manager sees the death.
         kc.execute("b = []\nwhile True: b.append(bytearray(16 << 20))")
@@ -71,7 +79,7 @@ def main() -> None:
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-    print(json.dumps({"shutdown": True}), flush=True)
+        print(json.dumps({"shutdown": True}), flush=True)
 
 
 if __name__ == "__main__":
