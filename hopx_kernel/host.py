@@ -32,24 +32,25 @@ def check_host(bwrap: str) -> None:
         raise RuntimeError(problem)
 
 
-def user_namespace_problem() -> str | None:
+def user_namespace_problem(proc: str = "/proc", euid: int | None = None) -> str | None:
     """Why this host refuses user namespaces, with the fix; None when they are allowed."""
+    unprivileged = (os.geteuid() if euid is None else euid) != 0
     checks: list[tuple[str, Callable[[str], bool], str]] = [
         (
-            "/proc/sys/user/max_user_namespaces",
+            "sys/user/max_user_namespaces",
             lambda v: v == "0",
             "user namespaces are disabled (user.max_user_namespaces = 0); enable them with "
             "`sysctl -w user.max_user_namespaces=15000`",
         ),
         (
-            "/proc/sys/kernel/unprivileged_userns_clone",
-            lambda v: v == "0" and os.geteuid() != 0,
+            "sys/kernel/unprivileged_userns_clone",
+            lambda v: v == "0" and unprivileged,
             "unprivileged user namespaces are disabled; enable them with "
             "`sysctl -w kernel.unprivileged_userns_clone=1`",
         ),
         (
-            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
-            lambda v: v == "1" and os.geteuid() != 0,
+            "sys/kernel/apparmor_restrict_unprivileged_userns",
+            lambda v: v == "1" and unprivileged,
             "AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+); allow bwrap with an "
             "AppArmor profile (see the README's troubleshooting section) or run "
             "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`",
@@ -57,7 +58,7 @@ def user_namespace_problem() -> str | None:
     ]
     for path, is_bad, message in checks:
         try:
-            with open(path) as f:
+            with open(os.path.join(proc, path)) as f:
                 value = f.read().strip()
         except OSError:
             continue
