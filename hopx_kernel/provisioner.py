@@ -195,6 +195,9 @@ class HopxProvisioner(KernelProvisionerBase):
         self.cwd: str | None = None
         self._pid: int | None = None
         self._spec_env: dict[str, str] = {}
+        # Why the last sandbox ended ("exited", "oom", "max_lifetime", "killed", ...).
+        self.last_exit_reason = ""
+        self._reported: SupervisorHandle | None = None
 
     # -- provisioner contract -------------------------------------------------------------------
 
@@ -405,10 +408,10 @@ class HopxProvisioner(KernelProvisionerBase):
     def _report_exit(self) -> None:
         """Log why the sandbox ended, once, in words an admin can act on."""
         supervisor = self.supervisor
-        if supervisor is None or getattr(supervisor, "_reported", False):
+        if supervisor is None or supervisor is self._reported:
             return
-        supervisor._reported = True  # type: ignore[attr-defined]
-        reason = supervisor.exit_reason
+        self._reported = supervisor
+        reason = self.last_exit_reason = supervisor.exit_reason
         if reason == "oom":
             self.log.warning(
                 "Hopx kernel %s was killed: out of memory (memory_limit %s bytes)",
