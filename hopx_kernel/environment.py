@@ -63,10 +63,23 @@ def python_paths(executable: str) -> list[str]:
         candidates.append(os.path.dirname(venv_home))
     candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(exe))))
     return minimal_roots(
-        os.path.realpath(c)
-        for c in candidates
-        if not any(is_within(os.path.realpath(c), d) for d in SYSTEM_DIRS)
+        c for c in candidates if not any(is_within(os.path.realpath(c), d) for d in SYSTEM_DIRS)
     )
+
+
+def resolve_mounts(paths: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Existing host paths as the real paths to mount, plus (target, link) symlinks for those
+    reached through a symlink, so the kernel sees both names as the host does."""
+    real_paths: list[str] = []
+    links: list[tuple[str, str]] = []
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        real = os.path.realpath(path)
+        real_paths.append(real)
+        if os.path.normpath(path) != real:
+            links.append((real, os.path.normpath(path)))
+    return minimal_roots(real_paths), links
 
 
 def _venv_home(prefix: str) -> str | None:

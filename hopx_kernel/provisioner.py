@@ -25,11 +25,16 @@ import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_config_dir, jupyter_runtime_dir
-from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Int, List, TraitError, Unicode, default, validate
 
-from hopx_kernel.environment import DEFAULT_ENV_ALLOWLIST, python_paths, sandbox_env
+from hopx_kernel.environment import (
+    DEFAULT_ENV_ALLOWLIST,
+    python_paths,
+    resolve_mounts,
+    sandbox_env,
+)
 from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
-from hopx_kernel.traits import ByteSize, Duration
+from hopx_kernel.traits import ByteSize, Count, Cpus, Duration
 from runtime.handle import SandboxStartError, SupervisorHandle
 from runtime.spec import (
     CHANNEL_PORTS,
@@ -58,12 +63,12 @@ class HopxProvisioner(KernelProvisionerBase):
         help="""Memory the kernel may use, all its processes and its /tmp and $HOME together,
         e.g. '512M' or '2G'. An allocation beyond it kills the kernel (OOM). 0 means no limit.""",
     )
-    cpu_limit = Float(
+    cpu_limit = Cpus(
         1.0,
         config=True,
         help="""CPU time the kernel may use, in cores (0.5 = half a core). 0 means no limit.""",
     )
-    pids_limit = Int(
+    pids_limit = Count(
         512,
         config=True,
         help="""Most processes and threads the kernel may have at once. Stops fork bombs.
@@ -156,22 +161,6 @@ class HopxProvisioner(KernelProvisionerBase):
             raise TraitError(msg)
         return str(value)
 
-    @validate("cpu_limit")
-    def _validate_cpu_limit(self, proposal: dict[str, Any]) -> float:
-        value = float(proposal["value"])
-        if value < 0:
-            msg = f"cpu_limit {value!r} is negative; use e.g. 1 or 0.5"
-            raise TraitError(msg)
-        return value
-
-    @validate("pids_limit")
-    def _validate_pids_limit(self, proposal: dict[str, Any]) -> int:
-        value = int(proposal["value"])
-        if value < 0:
-            msg = f"pids_limit {value!r} is negative; use e.g. 512"
-            raise TraitError(msg)
-        return value
-
     @validate("read_only_paths", "hidden_paths")
     def _validate_paths(self, proposal: dict[str, Any]) -> list[str]:
         name = proposal["trait"].name
@@ -228,7 +217,6 @@ class HopxProvisioner(KernelProvisionerBase):
         check_host(self.bwrap_path)
         sweep_stale_sandboxes(self.log, self.cgroup_parent)
         km = self._km
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         channel_prefix = os.path.join(self.state_dir, "ch")
         if len(channel_prefix) + 2 > _MAX_SOCKET_PATH:
             msg = (
@@ -236,6 +224,13 @@ class HopxProvisioner(KernelProvisionerBase):
                 "set JUPYTER_RUNTIME_DIR to a shorter path"
             )
             raise RuntimeError(msg)
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        if not km.connection_file:
+            # A bare KernelManager (papermill, nbclient) would write it to a temporary file in
+            # /tmp; keep it in the private runtime directory with the rest.
+            km.connection_file = os.path.join(
+                jupyter_runtime_dir(), f"kernel-{self.kernel_id}.json"
+            )
         km.transport = "ipc"
         km.ip = channel_prefix
         for number, name in enumerate(CHANNEL_PORTS, start=1):
@@ -257,12 +252,12 @@ class HopxProvisioner(KernelProvisionerBase):
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Called by KernelManager after pre_launch: start the sandbox, return connection info."""
-        spec = self._sandbox_spec(cmd, kwargs)
         try:
+            spec = self._sandbox_spec(cmd, kwargs)
             self.supervisor = await asyncio.to_thread(
                 SupervisorHandle.start, spec, timeout=self.start_timeout
             )
-        except SandboxStartError as e:
+        except (SandboxStartError, RuntimeError, OSError) as e:
             # jupyter_client does not clean up after a failed launch: leave nothing behind.
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self._km.cleanup_connection_file()
@@ -286,9 +281,10 @@ class HopxProvisioner(KernelProvisionerBase):
         workspace: str | None = cwd
         if self.workspace == "none" or cwd == "/":
             workspace = None  # the whole host is never a workspace
+        if workspace and os.geteuid() == 0:
+            self._check_sandbox_can_enter(workspace)
         python = cmd[0] if cmd else sys.executable
-        runtime_paths = python_paths(python)
-        read_only = [*runtime_paths, *self.read_only_paths]
+        read_only, symlinks = resolve_mounts([*python_paths(python), *self.read_only_paths])
         hidden = [jupyter_runtime_dir(), jupyter_config_dir(), *self.hidden_paths]
         python_bin = os.path.dirname(shutil.which(python) or python)
         kernel_connection = {
@@ -322,15 +318,36 @@ class HopxProvisioner(KernelProvisionerBase):
             allow_unenforced_limits=self.allow_unenforced_limits,
             workspace=workspace,
             workspace_mode=cast(WorkspaceMode, self.workspace if workspace else "none"),
-            read_only_paths=tuple(p for p in read_only if os.path.exists(p)),
+            read_only_paths=tuple(read_only),
             hidden_paths=tuple(os.path.realpath(p) for p in hidden if os.path.isdir(p)),
+            hidden_files=(os.path.realpath(km.connection_file),),
+            symlinks=tuple(symlinks),
             cwd=workspace or SANDBOX_HOME,
             host_uid=self.sandbox_uid if root else None,
             host_gid=self.sandbox_gid if root else None,
             owner_files=(os.path.realpath(km.connection_file),),
             max_lifetime=self.max_lifetime,
             cgroup_parent=self.cgroup_parent,
+            bwrap=shutil.which(self.bwrap_path) or self.bwrap_path,
         )
+
+    def _check_sandbox_can_enter(self, folder: str) -> None:
+        """A root server's sandbox runs as sandbox_uid: fail now, naming the folder, if that uid
+        could not enter the notebook's folder (bubblewrap would only say "Can't chdir")."""
+        info = os.stat(folder)
+        if info.st_uid == self.sandbox_uid:
+            allowed = info.st_mode & 0o500 == 0o500
+        elif info.st_gid == self.sandbox_gid:
+            allowed = info.st_mode & 0o050 == 0o050
+        else:
+            allowed = info.st_mode & 0o005 == 0o005
+        if not allowed:
+            msg = (
+                f"the notebook folder {folder} is not readable by the sandbox's uid "
+                f"{self.sandbox_uid}; make it readable (chmod o+rx), move the notebook to "
+                "its own folder, or set workspace = 'none'"
+            )
+            raise RuntimeError(msg)
 
     async def poll(self) -> int | None:
         """Called by KernelManager.is_alive and the restarter: None while the sandbox runs."""

@@ -93,7 +93,6 @@ def bwrap_argv(
     fds: SandboxFds,
     *,
     sources: Mapping[str, str] | None = None,
-    bwrap: str = "bwrap",
 ) -> list[str]:
     """The complete bubblewrap command line for `spec`.
 
@@ -101,69 +100,70 @@ def bwrap_argv(
     the supervisor is root it stages paths the sandbox uid cannot reach (a home directory with
     mode 0700) in a private mount namespace; otherwise every path binds from itself.
     """
-    sources = sources or {}
-    args = [
-        bwrap,
-        # Every namespace is new except the network one: the supervisor already made a private
-        # network namespace (loopback only) and relays the kernel's channels through it.
-        "--unshare-user",
-        "--unshare-ipc",
-        "--unshare-pid",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--uid",
-        str(SANDBOX_UID),
-        "--gid",
-        str(SANDBOX_UID),
-        "--hostname",
-        spec.hostname,
-        "--die-with-parent",
-        # A new session: the kernel has no controlling terminal to push input into.
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-    ]
-
-    for path in layout.directories:
-        args += ["--ro-bind", path, path]
-    for path, target in layout.symlinks:
-        args += ["--symlink", target, path]
-    for name in layout.etc_entries:
-        args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
-
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    scratch = ["--size", str(spec.limits.disk)] if spec.limits.disk else []
-    for path in SCRATCH_DIRS:
-        args += [*scratch, "--tmpfs", path]
-
-    for path in spec.read_only_paths:
-        args += ["--ro-bind", sources.get(path, path), path]
-    if spec.workspace and spec.workspace_mode != "none":
-        bind = "--bind" if spec.workspace_mode == "rw" else "--ro-bind"
-        args += [bind, sources.get(spec.workspace, spec.workspace), spec.workspace]
-
-    mounted = [*spec.read_only_paths]
-    if spec.workspace and spec.workspace_mode != "none":
-        mounted.append(spec.workspace)
-    for path in spec.hidden_paths:
-        if any(is_within(path, parent) for parent in mounted):
-            args += ["--tmpfs", path, "--remount-ro", path]
-
-    for dest, fd in sorted(fds.files.items()):
-        args += ["--ro-bind-data", str(fd), dest]
-    for dest, fd in sorted(fds.writable_files.items()):
-        args += ["--bind-data", str(fd), dest]
-
-    args += [
-        "--chdir",
-        spec.cwd,
-        "--remount-ro",
-        "/",
-        "--seccomp",
-        str(fds.seccomp),
-        "--info-fd",
-        str(fds.info),
+    return [
+        spec.bwrap,
+        *_namespaces(spec),
+        *_system(layout),
+        *_scratch(spec),
+        *_kernel_paths(spec, sources or {}),
+        *[a for dest, fd in sorted(fds.files.items()) for a in ("--ro-bind-data", str(fd), dest)],
+        *[
+            a
+            for dest, fd in sorted(fds.writable_files.items())
+            for a in ("--bind-data", str(fd), dest)
+        ],
+        *("--chdir", spec.cwd, "--remount-ro", "/"),
+        *("--seccomp", str(fds.seccomp), "--info-fd", str(fds.info)),
         "--",
         *spec.argv,
     ]
+
+
+def _namespaces(spec: SandboxSpec) -> list[str]:
+    # Every namespace is new except the network one: the supervisor already made a private
+    # network namespace (loopback only) and relays the kernel's channels through it.
+    return [
+        *("--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts"),
+        "--unshare-cgroup-try",
+        *("--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", spec.hostname),
+        "--die-with-parent",
+        # A new session: the kernel has no controlling terminal to push input into.
+        "--new-session",
+        *("--cap-drop", "ALL"),
+    ]
+
+
+def _system(layout: HostLayout) -> list[str]:
+    args = [a for path in layout.directories for a in ("--ro-bind", path, path)]
+    args += [a for path, target in layout.symlinks for a in ("--symlink", target, path)]
+    args += [
+        a for name in layout.etc_entries for a in ("--ro-bind", f"/etc/{name}", f"/etc/{name}")
+    ]
+    return [*args, "--proc", "/proc", "--dev", "/dev"]
+
+
+def _scratch(spec: SandboxSpec) -> list[str]:
+    size = ["--size", str(spec.limits.disk)] if spec.limits.disk else []
+    return [a for path in SCRATCH_DIRS for a in (*size, "--tmpfs", path)]
+
+
+def _kernel_paths(spec: SandboxSpec, sources: Mapping[str, str]) -> list[str]:
+    """The kernel's runtime, its workspace, what is hidden inside them, and path aliases."""
+    args = [
+        a for path in spec.read_only_paths for a in ("--ro-bind", sources.get(path, path), path)
+    ]
+    mounted = list(spec.read_only_paths)
+    if spec.workspace and spec.workspace_mode != "none":
+        bind = "--bind" if spec.workspace_mode == "rw" else "--ro-bind"
+        args += [bind, sources.get(spec.workspace, spec.workspace), spec.workspace]
+        mounted.append(spec.workspace)
+    hidden = [path for path in spec.hidden_paths if any(is_within(path, m) for m in mounted)]
+    for path in hidden:
+        args += ["--tmpfs", path, "--remount-ro", path]
+    for path in spec.hidden_files:
+        visible = any(is_within(path, m) for m in mounted)
+        if visible and not any(is_within(path, h) for h in hidden):
+            args += ["--ro-bind", "/dev/null", path]
+    for target, link in spec.symlinks:
+        args += ["--symlink", target, link]
     return args

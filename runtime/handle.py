@@ -129,10 +129,20 @@ class SupervisorHandle:
         self.cleanup()
 
     def poll(self) -> int | None:
-        return self.process.poll()
+        status = self.process.poll()
+        if status is not None:
+            self._finish_reading()
+        return status
 
     def wait(self, timeout: float | None = None) -> int:
-        return self.process.wait(timeout)
+        status = self.process.wait(timeout)
+        self._finish_reading()
+        return status
+
+    def _finish_reading(self) -> None:
+        """The supervisor has ended: let the reader take in its last event (the exit reason)."""
+        if self._reader.is_alive() and threading.current_thread() is not self._reader:
+            self._reader.join(2.0)
 
     @property
     def exit_reason(self) -> str:

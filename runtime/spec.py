@@ -81,6 +81,10 @@ class SandboxSpec:
     read_only_paths: tuple[str, ...] = ()
     # Paths replaced by an empty read-only directory inside (Jupyter's runtime dir, say).
     hidden_paths: tuple[str, ...] = ()
+    # Files replaced by an empty one inside (the owner's connection file, say).
+    hidden_files: tuple[str, ...] = ()
+    # (target, link): symlinks inside, for host paths reached through a symlink.
+    symlinks: tuple[tuple[str, str], ...] = ()
     cwd: str = SANDBOX_HOME
     hostname: str = "hopx"
     # Host uid/gid the sandbox runs as when the supervisor is root; None when it is not root.
@@ -90,6 +94,7 @@ class SandboxSpec:
     owner_files: tuple[str, ...] = ()
     # Hard cap on the sandbox's age in seconds, enforced by the supervisor; 0 disables it.
     max_lifetime: float = 0.0
+    bwrap: str = "bwrap"
     # Parent of the sandbox's cgroup, relative to each hierarchy's root ("" = the root itself).
     cgroup_parent: str = ""
 
@@ -124,6 +129,7 @@ class SandboxSpec:
         values = dict(raw)
         values["limits"] = Limits(**values.get("limits", {}))
         values["channels"] = tuple(Channel(**c) for c in values.get("channels", ()))
-        for name in ("argv", "read_only_paths", "hidden_paths", "owner_files"):
+        for name in ("argv", "read_only_paths", "hidden_paths", "hidden_files", "owner_files"):
             values[name] = tuple(values.get(name, ()))
+        values["symlinks"] = tuple((str(t), str(link)) for t, link in values.get("symlinks", ()))
         return cls(**values)

@@ -63,9 +63,8 @@ def emit(event: str, **fields: Any) -> None:
 
 
 class Supervisor:
-    def __init__(self, spec: SandboxSpec, *, bwrap: str | None = None) -> None:
+    def __init__(self, spec: SandboxSpec) -> None:
         self.spec = spec
-        self.bwrap = bwrap or shutil.which("bwrap") or "bwrap"
         self.cgroup = SandboxCgroup(cgroup_name(spec.sandbox_id, os.getpid()))
         self.alive = threading.Event()
         self.relay = Relay(spec.channels, self.alive)
@@ -117,7 +116,7 @@ class Supervisor:
             writable_files={CONNECTION_FILE: connection_fd},
         )
         staged = self._staged_sources() if spec.host_uid is not None else {}
-        argv = bwrap_argv(spec, HostLayout.detect(), fds, sources=staged, bwrap=self.bwrap)
+        argv = bwrap_argv(spec, HostLayout.detect(), fds, sources=staged)
         inherited = [seccomp_fd, info_w, connection_fd, *file_fds.values()]
         # The forwarder thread starts only after fork: preexec_fn and threads do not mix.
         forwarder = threading.Thread(target=self._forward_stderr, args=(err_r,), daemon=True)

@@ -37,7 +37,12 @@ def parse_size(field: str, value: object) -> int:
         match = _SIZE_RE.match(value)
         if match:
             number, unit = match.groups()
-            return int(float(number) * _SIZE_UNITS[unit.upper()])
+            size = int(float(number) * _SIZE_UNITS[unit.upper()])
+            if size == 0 and float(number) != 0:
+                # "0.5" would otherwise round to 0 bytes, which means "no limit".
+                msg = f"{field} {value!r} is less than a byte; use e.g. '2G' or '512M'"
+                raise LimitError(msg)
+            return size
     msg = f"{field} {value!r} is not a size; use e.g. '2G' or '512M'"
     raise LimitError(msg)
 
@@ -61,6 +66,11 @@ def parse_duration(field: str, value: object) -> float:
     raise LimitError(msg)
 
 
+# Beyond these the kernel's cgroup files refuse the value anyway; say so in our words first.
+MAX_CPUS = 4096.0
+MAX_COUNT = 4_194_304  # the kernel's pid_max ceiling
+
+
 def parse_cpus(field: str, value: object) -> float:
     """A number of cores such as 1, 0.5 or "2". Zero means no CPU limit."""
     if isinstance(value, bool):
@@ -71,10 +81,23 @@ def parse_cpus(field: str, value: object) -> float:
     except (TypeError, ValueError) as e:
         msg = f"{field} {value!r} is not a number of cores; use e.g. 1 or 0.5"
         raise LimitError(msg) from e
-    if cores < 0 or not math.isfinite(cores):
+    if cores < 0 or not math.isfinite(cores) or cores > MAX_CPUS:
         msg = f"{field} {value!r} is not a number of cores; use e.g. 1 or 0.5"
         raise LimitError(msg)
     return cores
+
+
+def parse_count(field: str, value: object) -> int:
+    """A whole number such as 512 or "512". Zero means no limit."""
+    if not isinstance(value, bool):
+        try:
+            count = int(str(value))
+        except ValueError:
+            count = -1
+        if 0 <= count <= MAX_COUNT:
+            return count
+    msg = f"{field} {value!r} is not a whole number from 0 to {MAX_COUNT}; use e.g. 512"
+    raise LimitError(msg)
 
 
 def format_size(n: int) -> str:

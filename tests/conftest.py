@@ -38,6 +38,15 @@ def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture
+def workspace() -> Iterator[Path]:
+    """A notebook folder the sandbox uid may read, as notebook folders usually are."""
+    path = Path(tempfile.mkdtemp(prefix="hx-ws-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def kernels_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A directory of kernelspecs, on JUPYTER_PATH for the servers and papermill runs we start."""
     path = Path(tempfile.mkdtemp(prefix="hx-ks-", dir="/tmp"))
@@ -111,7 +120,7 @@ class Kernel:
 
 @pytest.fixture
 def start_kernel(
-    runtime_dir: Path, kernels_dir: Path, make_kernelspec: Callable[..., str]
+    runtime_dir: Path, workspace: Path, kernels_dir: Path, make_kernelspec: Callable[..., str]
 ) -> Iterator[Callable[..., Kernel]]:
     started: list[Kernel] = []
 
@@ -121,7 +130,7 @@ def start_kernel(
             kernel_name=name,
             kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]),
         )
-        km.start_kernel(cwd=cwd or str(runtime_dir))
+        km.start_kernel(cwd=cwd or str(workspace))
         kc = km.client()
         kc.start_channels()
         kernel = Kernel(km, kc)

@@ -1,0 +1,250 @@
+"""Resource limits hold against a real kernel: memory (OOM kill, reported, restartable), pids
+(fork bomb), scratch disk (ENOSPC), CPU (throttled to the quota), lifetime; and the values really
+are written to the host's cgroups before the sandbox runs."""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Kernel, assert_no_leaks, wait_until
+
+StartKernel = Callable[..., Kernel]
+MiB = 1024**2
+
+
+def cgroup_dir(kernel: Kernel, controller: str) -> Path:
+    """The kernel's cgroup directory in the hierarchy that carries `controller`."""
+    for directory in kernel.cgroups:
+        path = Path(directory)
+        if (path / f"{controller}.max").exists() or any(path.glob(f"{controller}.*")):
+            return path
+    raise AssertionError(f"no {controller} cgroup among {kernel.cgroups}")
+
+
+def cgroup_value(kernel: Kernel, filename: str) -> str:
+    return (cgroup_dir(kernel, filename.partition(".")[0]) / filename).read_text().strip()
+
+
+def descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found |= {int(child), *descendants(int(child))}
+    return found
+
+
+def run_json(kernel: Kernel, code: str, timeout: float = 120) -> Any:
+    return kernel.value(textwrap.dedent(code), timeout=timeout)
+
+
+def test_memory_limit_kills_reports_oom_and_restarts(
+    start_kernel: StartKernel, runtime_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Allocating ~600 MB under a 256M limit OOM-kills the kernel: the kernel manager sees it
+    die, the supervisor reports the reason "oom" and the provisioner logs it; the host process
+    is fine, a restart gives a working kernel, and shutdown leaves nothing."""
+    caplog.set_level(logging.WARNING)
+    kernel = start_kernel(memory_limit="256M")
+    assert int(cgroup_value(kernel, "memory.limit_in_bytes")) == 256 * MiB
+    handle = kernel.km.provisioner.supervisor
+    # A control: the same allocation pattern works below the limit.
+    assert (
+        run_json(
+            kernel,
+            """
+        import json
+        small = [b"\\x01" * (8 << 20) for _ in range(8)]
+        print(json.dumps(sum(map(len, small))))
+        del small
+        """,
+        )
+        == 64 * MiB
+    )
+    kernel.kc.execute("hog = []\nfor _ in range(75):\n    hog.append(b'\\x01' * (8 << 20))\n")
+    assert wait_until(lambda: not kernel.km.is_alive(), 60)
+    assert wait_until(lambda: handle.exited, 10)
+    assert handle.exited["reason"] == "oom"
+    assert handle.exit_reason == "oom"
+    assert any("out of memory" in r.getMessage() for r in caplog.records), caplog.text
+
+    kernel.km.restart_kernel(now=True)
+    kernel.kc.wait_for_ready(timeout=60)
+    assert run_json(kernel, "import json; print(json.dumps(6 * 7))") == 42
+    assert kernel.supervisor_pid != handle.pid
+    kernel.kc.stop_channels()
+    kernel.km.shutdown_kernel(now=True)
+    assert_no_leaks(runtime_dir)
+
+
+def test_fork_bomb_stops_at_the_pids_limit(start_kernel: StartKernel, runtime_dir: Path) -> None:
+    """With pids_limit 64 a fork loop gets EAGAIN once the sandbox's threads and processes
+    reach 64; the kernel answers afterwards and shutdown leaves nothing."""
+    kernel = start_kernel(pids_limit=64)
+    assert cgroup_value(kernel, "pids.max") == "64"
+    seen = run_json(
+        kernel,
+        """
+        import errno, json, os, time
+        children, error = [], None
+        for _ in range(500):
+            try:
+                pid = os.fork()
+            except OSError as e:
+                error = [type(e).__name__, errno.errorcode[e.errno]]
+                break
+            if pid == 0:
+                try:
+                    time.sleep(120)
+                finally:
+                    os._exit(0)
+            children.append(pid)
+        threads = len(os.listdir("/proc/self/task"))
+        for pid in children:
+            os.kill(pid, 9)
+        for pid in children:
+            os.waitpid(pid, 0)
+        print(json.dumps({"forked": len(children), "error": error, "threads": threads}))
+        """,
+    )
+    assert seen["error"] == ["BlockingIOError", "EAGAIN"]
+    # bwrap's init + the kernel's threads + the children: the limit counts every task.
+    assert 32 <= seen["forked"] < 64
+    assert seen["forked"] + seen["threads"] + 1 <= 64
+    assert run_json(kernel, "import json; print(json.dumps('alive'))") == "alive"
+    assert int(cgroup_value(kernel, "pids.current")) < 32
+    kernel.kc.stop_channels()
+    kernel.km.shutdown_kernel(now=True)
+    assert_no_leaks(runtime_dir)
+
+
+def test_scratch_disks_are_capped(start_kernel: StartKernel) -> None:
+    """With disk_limit 16M, writing 32 MB to /tmp, /var/tmp, $HOME or /dev/shm stops with
+    ENOSPC at 16 MiB; after removing the file an 8 MB write fits again."""
+    kernel = start_kernel(disk_limit="16M")
+    seen = run_json(
+        kernel,
+        """
+        import errno, json, os
+        result = {}
+        chunk = b"\\x01" * (1 << 20)
+        for directory in ["/tmp", "/var/tmp", os.environ["HOME"], "/dev/shm"]:
+            path = os.path.join(directory, "big")
+            st = os.statvfs(directory)
+            written, error = 0, None
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                while written < (32 << 20):
+                    written += os.write(fd, chunk)
+            except OSError as e:
+                error = [type(e).__name__, errno.errorcode[e.errno]]
+            finally:
+                os.close(fd)
+            os.unlink(path)
+            with open(path, "wb") as f:
+                f.write(chunk * 8)
+            os.unlink(path)
+            result[directory] = {"size": st.f_blocks * st.f_frsize, "written": written,
+                                 "error": error}
+        print(json.dumps(result))
+        """,
+    )
+    assert sorted(seen) == ["/dev/shm", "/home/sandbox", "/tmp", "/var/tmp"]
+    for directory, result in seen.items():
+        assert result["size"] == 16 * MiB, directory
+        assert result["error"] == ["OSError", "ENOSPC"], directory
+        assert 12 * MiB <= result["written"] <= 16 * MiB, directory
+
+
+BURN = """
+import json, os, time
+def burn(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+before, start = os.times(), time.monotonic()
+# Processes, not threads: the GIL would cap two threads at one core with or without a limit.
+children = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            burn(2.0)
+        finally:
+            os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+wall, after = time.monotonic() - start, os.times()
+cpu = sum(after[i] - before[i] for i in (2, 3))  # children's user + system time
+print(json.dumps({"cores": cpu / wall, "wall": wall}))
+"""
+
+
+def test_cpu_limit_throttles_to_the_quota(start_kernel: StartKernel) -> None:
+    """With cpu_limit 0.5 two busy processes get at most ~0.5 cores over 2 s (the host cgroup
+    has cfs_quota_us 50000 per 100000 and records throttling); the same burn without a limit,
+    as a control, uses clearly more."""
+    limited = start_kernel(cpu_limit=0.5)
+    assert cgroup_value(limited, "cpu.cfs_quota_us") == "50000"
+    assert cgroup_value(limited, "cpu.cfs_period_us") == "100000"
+    seen = run_json(limited, BURN)
+    assert 0.2 < seen["cores"] < 0.75, seen
+    stat = dict(line.split() for line in cgroup_value(limited, "cpu.stat").splitlines())
+    assert int(stat["nr_throttled"]) > 0
+
+    free = start_kernel(cpu_limit=0)
+    control = run_json(free, BURN)
+    assert control["cores"] > 0.9, control
+
+
+def test_limits_are_written_to_the_host_cgroups(start_kernel: StartKernel) -> None:
+    """Custom limits appear in the host's cgroup files, and every sandbox process (bubblewrap,
+    its init, the kernel) is in each of the sandbox's cgroups while the supervisor is not."""
+    kernel = start_kernel(memory_limit="300M", pids_limit=100, cpu_limit=0.25, disk_limit="32M")
+    assert int(cgroup_value(kernel, "memory.limit_in_bytes")) == 300 * MiB
+    memsw = cgroup_dir(kernel, "memory") / "memory.memsw.limit_in_bytes"
+    if memsw.exists():
+        assert int(memsw.read_text()) == 300 * MiB
+    assert cgroup_value(kernel, "pids.max") == "100"
+    assert cgroup_value(kernel, "cpu.cfs_quota_us") == "25000"
+
+    sandbox = descendants(kernel.supervisor_pid)
+    assert len(sandbox) >= 2
+    for directory in kernel.cgroups:
+        members = {int(p) for p in (Path(directory) / "cgroup.procs").read_text().split()}
+        assert sandbox <= members, directory
+        assert kernel.supervisor_pid not in members
+    inside = run_json(
+        kernel,
+        """
+        import json, os
+        st = os.statvfs("/tmp")
+        print(json.dumps(st.f_blocks * st.f_frsize))
+        """,
+    )
+    assert inside == 32 * MiB
+
+
+def test_max_lifetime_ends_the_kernel(
+    start_kernel: StartKernel, runtime_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """max_lifetime '3s': the supervisor ends a busy kernel after about 3 s, reports the
+    reason "max_lifetime" and cleans up without anyone asking."""
+    caplog.set_level(logging.WARNING)
+    kernel = start_kernel(max_lifetime="3s")
+    handle = kernel.km.provisioner.supervisor
+    kernel.kc.execute("import time\nwhile True: time.sleep(0.1)")
+    assert wait_until(lambda: not kernel.km.is_alive(), 20)
+    assert wait_until(lambda: handle.exited, 10)
+    assert handle.exited["reason"] == "max_lifetime"
+    assert any("max_lifetime" in r.getMessage() for r in caplog.records), caplog.text
+    assert wait_until(lambda: not any(Path(c).exists() for c in handle.started["cgroups"]))
+    kernel.kc.stop_channels()
+    kernel.km.shutdown_kernel(now=True)
+    assert_no_leaks(runtime_dir)
