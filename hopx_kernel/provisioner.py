@@ -35,6 +35,7 @@ from hopx_kernel.environment import (
 )
 from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
 from hopx_kernel.traits import ByteSize, Count, Cpus, Duration
+from runtime.bwrap import is_within
 from runtime.handle import SandboxStartError, SupervisorHandle
 from runtime.spec import (
     CHANNEL_PORTS,
@@ -184,6 +185,7 @@ class HopxProvisioner(KernelProvisionerBase):
         self.cwd: str | None = None
         self._pid: int | None = None
         self._spec_env: dict[str, str] = {}
+        self._session_name = ""
         # Why the last sandbox ended ("exited", "oom", "max_lifetime", "killed", ...).
         self.last_exit_reason = ""
         self._reported: SupervisorHandle | None = None
@@ -238,7 +240,8 @@ class HopxProvisioner(KernelProvisionerBase):
         if km.curve_publickey is None:
             km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
         host_env = kwargs.get("env") or os.environ
-        km.write_connection_file(jupyter_session=host_env.get("JPY_SESSION_NAME", ""))
+        self._session_name = host_env.get("JPY_SESSION_NAME", "")
+        km.write_connection_file(jupyter_session=self._session_name)
         self.connection_info = km.get_connection_info()
 
         extra_arguments = kwargs.pop("extra_arguments", [])
@@ -302,7 +305,7 @@ class HopxProvisioner(KernelProvisionerBase):
             sandbox_id=f"{self.kernel_id[:8]}-{secrets.token_hex(3)}",
             kernel_id=self.kernel_id,
             argv=tuple(cmd),
-            env=sandbox_env(os.environ, self._spec_env, self.env_allowlist, python_bin, workspace),
+            env=self._kernel_env(python_bin, workspace),
             connection_json=json.dumps(kernel_connection),
             channels=tuple(
                 Channel(name, f"{km.ip}-{number}", port)
@@ -330,6 +333,15 @@ class HopxProvisioner(KernelProvisionerBase):
             cgroup_parent=self.cgroup_parent,
             bwrap=shutil.which(self.bwrap_path) or self.bwrap_path,
         )
+
+    def _kernel_env(self, python_bin: str, workspace: str | None) -> dict[str, str]:
+        env = sandbox_env(os.environ, self._spec_env, self.env_allowlist, python_bin, workspace)
+        # The notebook's path (ipykernel's __session__) is the one server variable a kernel
+        # needs; it names a file the kernel can see anyway, so only such a path goes in.
+        session = os.path.realpath(self._session_name) if self._session_name else ""
+        if workspace and session and is_within(session, workspace):
+            env["JPY_SESSION_NAME"] = session
+        return env
 
     def _check_sandbox_can_enter(self, folder: str) -> None:
         """A root server's sandbox runs as sandbox_uid: fail now, naming the folder, if that uid

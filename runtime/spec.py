@@ -16,9 +16,11 @@ WorkspaceMode = Literal["ro", "rw", "none"]
 WORKSPACE_MODES: tuple[WorkspaceMode, ...] = ("ro", "rw", "none")
 
 # The kernel's channels inside the sandbox: TCP on the sandbox's own loopback. The network
-# namespace is private to the sandbox, so fixed ports cannot clash with anything else.
+# namespace is private to the sandbox, so fixed ports cannot clash with another kernel; they sit
+# below the ephemeral range (32768-60999 in a new namespace) so that no outgoing connection, the
+# relay's own early connects included, can be given one of them as its local port.
 SANDBOX_IP = "127.0.0.1"
-CHANNEL_PORTS = {"shell": 50101, "iopub": 50102, "stdin": 50103, "control": 50104, "hb": 50105}
+CHANNEL_PORTS = {"shell": 20101, "iopub": 20102, "stdin": 20103, "control": 20104, "hb": 20105}
 CONNECTION_FILE = "/run/hopx/kernel.json"
 SANDBOX_USER = "sandbox"
 SANDBOX_UID = 1000
