@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
 
     samples: dict[str, dict[str, list[float]]] = {k: {} for k in KERNELS}
-    for name, kernel in KERNELS.items():  # one warm-up each: file caches, imports
+    for kernel in KERNELS.values():  # one warm-up each: file caches, imports
         time_start(kernel)
     for _ in range(args.runs):
         for name, kernel in KERNELS.items():
@@ -60,8 +60,10 @@ def main() -> None:
                 samples[name].setdefault(metric, []).append(value)
 
     results: dict[str, Any] = {"runs": args.runs, "metrics": {}}
-    print(f"{'metric':<14} {'stock med':>10} {'hopx med':>10} {'stock p95':>10} "
-          f"{'hopx p95':>10} {'ratio':>6}")
+    print(
+        f"{'metric':<14} {'stock med':>10} {'hopx med':>10} {'stock p95':>10} "
+        f"{'hopx p95':>10} {'ratio':>6}"
+    )
     for metric in samples["stock"]:
         stock, hopx = samples["stock"][metric], samples["hopx"][metric]
         row = {
@@ -73,7 +75,8 @@ def main() -> None:
         row["ratio"] = row["hopx_median"] / row["stock_median"]
         results["metrics"][metric] = row
         print(
-            f"{metric:<14} {row['stock_median'] * 1000:>8.0f}ms {row['hopx_median'] * 1000:>8.0f}ms "
+            f"{metric:<14} {row['stock_median'] * 1000:>8.0f}ms "
+            f"{row['hopx_median'] * 1000:>8.0f}ms "
             f"{row['stock_p95'] * 1000:>8.0f}ms {row['hopx_p95'] * 1000:>8.0f}ms "
             f"{row['ratio']:>6.2f}"
         )
