@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from conftest import Kernel, assert_no_leaks, hopx_processes, leftovers, wait_until
 from hopx_kernel.host import state_root
@@ -171,55 +173,48 @@ time.sleep(600)
 """
 
 
-def test_owner_kill_9_leaves_nothing(
-    make_kernelspec: Callable[..., str], kernels_dir: Path, runtime_dir: Path
-) -> None:
-    """A Jupyter server or papermill process killed with SIGKILL takes its sandboxes with it."""
+@pytest.fixture
+def owner(
+    make_kernelspec: Callable[..., str], kernels_dir: Path
+) -> Iterator[subprocess.Popen[str]]:
+    """A separate process (standing for a server or papermill) that owns one ready kernel."""
     make_kernelspec("hopx-test")
-    owner = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-c", OWNER, str(kernels_dir)], stdout=subprocess.PIPE, text=True
     )
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline().strip() == "ready"
-        assert hopx_processes()
-        owner.kill()
-        owner.wait()
-        assert_no_leaks(runtime_dir)
-        # The owner's connection file went too: the supervisor removes it for a dead owner.
-        assert not list(runtime_dir.glob("kernel-*.json"))
-    finally:
-        owner.kill()
-        owner.wait()
-        owner.stdout.close()  # type: ignore[union-attr]
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    yield process
+    process.kill()
+    process.wait()
+    process.stdout.close()
+
+
+def test_owner_kill_9_leaves_nothing(owner: subprocess.Popen[str], runtime_dir: Path) -> None:
+    """A Jupyter server or papermill process killed with SIGKILL takes its sandboxes with it."""
+    assert hopx_processes()
+    owner.kill()
+    owner.wait()
+    assert_no_leaks(runtime_dir)
+    # The owner's connection file went too: the supervisor removes it for a dead owner.
+    assert not list(runtime_dir.glob("kernel-*.json"))
 
 
 def test_sweep_removes_what_a_crashed_host_left(
-    make_kernelspec: Callable[..., str], kernels_dir: Path, runtime_dir: Path
+    owner: subprocess.Popen[str], runtime_dir: Path
 ) -> None:
     """Owner and supervisor SIGKILLed together (a host crash): the next start sweeps up."""
-    make_kernelspec("hopx-test")
-    owner = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(kernels_dir)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline().strip() == "ready"
-        (state_dir,) = (runtime_dir / "hopx").iterdir()
-        record = json.loads((state_dir / "sandbox.json").read_text())
-        # Freeze the owner so neither it nor the supervisor gets to clean up, as in a crash.
-        owner.send_signal(signal.SIGSTOP)
-        os.kill(record["supervisor_pid"], signal.SIGKILL)
-        owner.kill()
-        owner.wait()
-        wait_until(lambda: not hopx_processes(), 10)
-        assert all(os.path.exists(c) for c in record["cgroups"])
-        assert state_dir.exists()
+    (state_dir,) = (runtime_dir / "hopx").iterdir()
+    record = json.loads((state_dir / "sandbox.json").read_text())
+    # Freeze the owner so neither it nor the supervisor gets to clean up, as in a crash.
+    owner.send_signal(signal.SIGSTOP)
+    os.kill(record["supervisor_pid"], signal.SIGKILL)
+    owner.kill()
+    owner.wait()
+    wait_until(lambda: not hopx_processes(), 10)
+    assert all(os.path.exists(c) for c in record["cgroups"])
+    assert state_dir.exists()
 
-        removed = sweep(state_root())
-        assert str(state_dir) in removed
-        assert_no_leaks(runtime_dir)
-    finally:
-        owner.kill()
-        owner.wait()
-        owner.stdout.close()  # type: ignore[union-attr]
+    removed = sweep(state_root())
+    assert str(state_dir) in removed
+    assert_no_leaks(runtime_dir)
