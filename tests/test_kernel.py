@@ -175,7 +175,7 @@ time.sleep(600)
 
 @pytest.fixture
 def owner(
-    make_kernelspec: Callable[..., str], kernels_dir: Path
+    make_kernelspec: Callable[..., str], kernels_dir: Path, runtime_dir: Path
 ) -> Iterator[subprocess.Popen[str]]:
     """A separate process (standing for a server or papermill) that owns one ready kernel."""
     make_kernelspec("hopx-test")
