@@ -101,13 +101,21 @@ def _list(args: argparse.Namespace) -> int:
     print(header)
     for row in rows:
         limits = row["limits"]
-        used = format_size(row["memory_bytes"]) if row["memory_bytes"] is not None else "?"
+        used = _approximate(row["memory_bytes"]) if row["memory_bytes"] is not None else "?"
         memory = f"{used}/{format_size(int(limits.get('memory', 0))) or '-'}"
         print(
             f"{row['kernel_id']:<36}  {row['pid']:>7}  {_age(row['age_seconds']):>8}  "
             f"{memory:>15}  {limits.get('cpus', 0):>4}  {limits.get('pids', 0):>5}"
         )
     return 0
+
+
+def _approximate(n: int) -> str:
+    """A size for reading, to one decimal: 39907328 -> "38.1M"."""
+    for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= factor:
+            return f"{n / factor:.1f}{unit}"
+    return str(n)
 
 
 def _age(seconds: float) -> str:
