@@ -175,25 +175,17 @@ def test_kernel_command_missing_in_the_sandbox_dies_cleanly(
     assert_nothing_left(km, runtime_dir)
 
 
-@pytest.fixture
-def private_dir() -> Iterator[Path]:
-    """A notebook folder only its (root) owner may enter, such as /root."""
-    path = Path(tempfile.mkdtemp(prefix="hx-private-", dir="/tmp"))
-    path.chmod(0o700)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.mark.parametrize("case", ["missing", "unreadable"])
 def test_unusable_notebook_folder_fails_the_start_with_its_path(
-    case: str, kernels_dir: Path, runtime_dir: Path, private_dir: Path
+    case: str, kernels_dir: Path, runtime_dir: Path, workspace: Path
 ) -> None:
     """A notebook folder that does not exist, or that the sandbox uid cannot enter (a 0700
     folder of the root server, like /root), either works or fails the start with an error
     naming the folder; it must not start a kernel that then dies before replying."""
     if os.geteuid() != 0 and case == "unreadable":
         pytest.skip("only a root server runs the sandbox as another uid")
-    folder = private_dir / "gone" if case == "missing" else private_dir
+    workspace.chmod(0o700)  # only its (root) owner may enter it, as with /root
+    folder = workspace / "gone" if case == "missing" else workspace
     name = write_raw_kernelspec(kernels_dir, "hopx-cwd", VALID)
     km = manager(kernels_dir, name)
     error: Exception | None = None
