@@ -102,7 +102,8 @@ def _list(args: argparse.Namespace) -> int:
     for row in rows:
         limits = row["limits"]
         used = _approximate(row["memory_bytes"]) if row["memory_bytes"] is not None else "?"
-        memory = f"{used}/{format_size(int(limits.get('memory', 0))) or '-'}"
+        limit = int(limits.get("memory", 0))
+        memory = f"{used}/{format_size(limit) if limit else '-'}"
         print(
             f"{row['kernel_id']:<36}  {row['pid']:>7}  {_age(row['age_seconds']):>8}  "
             f"{memory:>15}  {limits.get('cpus', 0):>4}  {limits.get('pids', 0):>5}"

@@ -12,7 +12,6 @@ kernel inside listens on its own loopback and the supervisor relays bytes in bet
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -37,6 +36,7 @@ from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
 from hopx_kernel.traits import ByteSize, Count, Cpus, Duration
 from runtime.bwrap import is_within
 from runtime.handle import SandboxStartError, SupervisorHandle
+from runtime.registry import is_supervisor
 from runtime.spec import (
     CHANNEL_PORTS,
     CONNECTION_FILE,
@@ -364,10 +364,11 @@ class HopxProvisioner(KernelProvisionerBase):
     async def poll(self) -> int | None:
         """Called by KernelManager.is_alive and the restarter: None while the sandbox runs."""
         if self.supervisor is None:
-            return 0 if self._pid is None else _pid_poll(self._pid)
+            # Known only from load_provisioner_info: alive while its supervisor runs.
+            return None if self._pid and is_supervisor(self._pid) else 0
         status = self.supervisor.poll()
         if status is not None:
-            self._report_exit()
+            self._report_exit(status)
         return status
 
     async def wait(self) -> int | None:
@@ -377,7 +378,7 @@ class HopxProvisioner(KernelProvisionerBase):
         while self.supervisor.poll() is None:
             await asyncio.sleep(0.05)
         status = self.supervisor.wait()
-        self._report_exit()
+        self._report_exit(status)
         await asyncio.to_thread(self.supervisor.cleanup)
         self.supervisor = None
         return status
@@ -434,7 +435,7 @@ class HopxProvisioner(KernelProvisionerBase):
             path = os.path.join(self.cwd, path)
         return path if os.path.exists(path) else None
 
-    def _report_exit(self) -> None:
+    def _report_exit(self, status: int) -> None:
         """Log why the sandbox ended, once, in words an admin can act on."""
         supervisor = self.supervisor
         if supervisor is None or supervisor is self._reported:
@@ -453,24 +454,7 @@ class HopxProvisioner(KernelProvisionerBase):
                 self.kernel_id,
                 self.max_lifetime,
             )
-        elif reason in ("supervisor_died", "exited") and supervisor.poll():
+        elif reason in ("supervisor_died", "exited") and status:
             self.log.warning(
-                "Hopx kernel %s ended with status %s (%s)",
-                self.kernel_id,
-                supervisor.poll(),
-                reason,
+                "Hopx kernel %s ended with status %s (%s)", self.kernel_id, status, reason
             )
-
-
-def _pid_poll(pid: int) -> int | None:
-    """poll() for a sandbox known only by its supervisor's pid (after load_provisioner_info)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return 0
-    except PermissionError:
-        return None
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
-        if b"runtime.supervisor" in f.read():
-            return None
-    return 0

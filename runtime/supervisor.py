@@ -94,7 +94,7 @@ class Supervisor:
         except OSError as e:
             msg = (
                 f"cannot create a network namespace ({e.strerror}); user namespaces may be "
-                "disabled on this host (see `jupyter hopx doctor`)"
+                "disabled on this host (see the README's troubleshooting)"
             )
             raise StartError(msg) from e
         self.relay.listen()
@@ -352,7 +352,7 @@ class Supervisor:
             self.process.kill()
         self.process.wait()
 
-    def exit_reason(self, status: int) -> str:
+    def exit_reason(self) -> str:
         if self._stop_reason:
             return self._stop_reason
         if self.cgroup.oom_kills() > self._oom_kills_at_start:
@@ -417,7 +417,7 @@ def main() -> int:
     try:
         status = supervisor.supervise()
     finally:
-        reason = supervisor.exit_reason(status)
+        reason = supervisor.exit_reason()
         supervisor.cleanup()
         emit("exited", status=status, reason=reason)
     return status
