@@ -3,6 +3,7 @@ and every way it ends leaves nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,9 +14,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from jupyter_client.manager import KernelManager
 
 from conftest import Kernel, assert_no_leaks, hopx_processes, leftovers, wait_until
 from hopx_kernel.host import state_root
+from hopx_kernel.provisioner import HopxProvisioner
 from runtime.registry import sweep
 
 
@@ -217,4 +220,23 @@ def test_sweep_removes_what_a_crashed_host_left(
 
     removed = sweep(state_root())
     assert str(state_dir) in removed
+    assert_no_leaks(runtime_dir)
+
+
+async def _reloaded_poll(km: KernelManager, info: dict[str, object]) -> int | None:
+    """poll() of a fresh provisioner that knows the sandbox only from get_provisioner_info()."""
+    reloaded = HopxProvisioner(kernel_id=km.kernel_id, kernel_spec=None, parent=km)
+    await reloaded.load_provisioner_info(info)
+    return await reloaded.poll()
+
+
+def test_provisioner_info_finds_the_sandbox_again(
+    start_kernel: Callable[..., Kernel], runtime_dir: Path
+) -> None:
+    kernel = start_kernel()
+    info = asyncio.run(kernel.km.provisioner.get_provisioner_info())
+    assert asyncio.run(_reloaded_poll(kernel.km, info)) is None
+    kernel.kc.stop_channels()
+    kernel.km.shutdown_kernel()
+    assert asyncio.run(_reloaded_poll(kernel.km, info)) == 0
     assert_no_leaks(runtime_dir)
