@@ -7,6 +7,10 @@ below for that kernelspec, on top of `c.HopxProvisioner.*` from the server's con
 Each launch starts a fresh sandbox through a supervisor process (see `runtime.supervisor`). The
 client side of the connection uses `ipc://` sockets in a 0700 directory and CurveZMQ keys; the
 kernel inside listens on its own loopback and the supervisor relays bytes in between.
+
+The timeout policy's settings live here too, so they can be set per kernelspec. The supervisor
+enforces `max_lifetime` wherever the kernel runs; the rest is applied by the server extension
+(`hopx_kernel.culler`). A kernel stopped by the policy or by hand is not restarted.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import secrets
 import shutil
 import signal
 import sys
+import time
 from typing import Any, cast
 
 import zmq
@@ -26,6 +31,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_config_dir, jupyter_runtime_dir
 from traitlets import Bool, Int, List, TraitError, Unicode, default, validate
 
+from hopx_kernel import events
 from hopx_kernel.environment import (
     DEFAULT_ENV_ALLOWLIST,
     python_paths,
@@ -33,8 +39,11 @@ from hopx_kernel.environment import (
     sandbox_env,
 )
 from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
+from hopx_kernel.policy import POLICY_STOP_REASONS, CullPolicy
+from hopx_kernel.restarter import PolicyAwareRestarter
 from hopx_kernel.traits import ByteSize, Count, Cpus, Duration
 from runtime.bwrap import is_within
+from runtime.cgroups import SandboxCgroup
 from runtime.handle import SandboxStartError, SupervisorHandle
 from runtime.registry import is_supervisor
 from runtime.spec import (
@@ -130,8 +139,33 @@ class HopxProvisioner(KernelProvisionerBase):
     max_lifetime = Duration(
         "24h",
         config=True,
-        help="""Hard cap on a sandbox's age, busy or not, e.g. '8h'. Enforced by the sandbox's
-        supervisor, so it holds without a Jupyter server (papermill, nbclient). 0 disables it.""",
+        help="""Hard cap on a kernel's age from its first start, busy or not, e.g. '8h'; a restart
+        does not reset it. Enforced by the sandbox's supervisor, so it holds without a Jupyter
+        server (papermill, nbclient). 0 disables it.""",
+    )
+    idle_timeout = Duration(
+        "1h",
+        config=True,
+        help="""Cull a kernel after this long without a client request, output or finished
+        execution, e.g. '30m'. Applied by the Hopx server extension. 0 disables it.""",
+    )
+    cull_busy = Bool(
+        False,
+        config=True,
+        help="""Whether a kernel that is busy (running a cell, even a silent one) may be culled for
+        idleness. The max lifetime applies to busy kernels regardless.""",
+    )
+    warn_before = Duration(
+        "5m",
+        config=True,
+        help="""How long before a cull its warning event is emitted (for the UI and admins),
+        e.g. '5m'. 0 means no warning ahead.""",
+    )
+    cull_interval = Duration(
+        "30s",
+        config=True,
+        help="""How often the server extension looks at this kernel's activity, e.g. '30s'. A
+        known deadline is acted on when it falls due, not at the next check.""",
     )
     cgroup_parent = Unicode(
         "",
@@ -162,6 +196,13 @@ class HopxProvisioner(KernelProvisionerBase):
             raise TraitError(msg)
         return str(value)
 
+    @validate("cull_interval")
+    def _validate_cull_interval(self, proposal: dict[str, Any]) -> float:
+        if proposal["value"] <= 0:
+            msg = f"cull_interval {proposal['value']!r} must be positive; use e.g. '30s'"
+            raise TraitError(msg)
+        return float(proposal["value"])
+
     @validate("read_only_paths", "hidden_paths")
     def _validate_paths(self, proposal: dict[str, Any]) -> list[str]:
         name = proposal["trait"].name
@@ -186,8 +227,13 @@ class HopxProvisioner(KernelProvisionerBase):
         self._pid: int | None = None
         self._spec_env: dict[str, str] = {}
         self._session_name = ""
-        # Why the last sandbox ended ("exited", "oom", "max_lifetime", "killed", ...).
+        # Why the last sandbox ended ("exited", "oom", "max_lifetime", "manual", ...).
         self.last_exit_reason = ""
+        # Why whoever is stopping the kernel (the culler) is stopping it; wins over what the
+        # supervisor saw (a culled kernel merely "exited" after its shutdown request).
+        self.stop_reason = ""
+        # When the kernel first started: its max lifetime counts from here across restarts.
+        self.first_started: float | None = None
         self._reported: SupervisorHandle | None = None
 
     # -- provisioner contract -------------------------------------------------------------------
@@ -205,6 +251,20 @@ class HopxProvisioner(KernelProvisionerBase):
         return self.supervisor is not None
 
     @property
+    def policy(self) -> CullPolicy:
+        return CullPolicy(
+            idle_timeout=self.idle_timeout,
+            max_lifetime=self.max_lifetime,
+            cull_busy=self.cull_busy,
+            warn_before=self.warn_before,
+        )
+
+    @property
+    def stopped_by_policy(self) -> bool:
+        """Whether the last sandbox was stopped by the timeout policy or by hand."""
+        return self.last_exit_reason in POLICY_STOP_REASONS
+
+    @property
     def state_dir(self) -> str:
         """This kernel's host directory: its relay sockets and sandbox record. Kept across
         restarts because clients reconnect to the same socket paths."""
@@ -216,9 +276,11 @@ class HopxProvisioner(KernelProvisionerBase):
         Checks the host, writes the client-side connection file (ipc + CurveZMQ) and builds the
         kernel command; the sandbox itself is made in launch_kernel.
         """
+        km = self._km
+        self._refuse_restart_after_policy_stop()
         check_host(self.bwrap_path)
         sweep_stale_sandboxes(self.log, self.cgroup_parent)
-        km = self._km
+        _use_policy_aware_restarter(km)
         channel_prefix = os.path.join(self.state_dir, "ch")
         if len(channel_prefix) + 2 > _MAX_SOCKET_PATH:
             msg = (
@@ -253,6 +315,29 @@ class HopxProvisioner(KernelProvisionerBase):
         self._spec_env = {k: kwargs["env"][k] for k in (self.kernel_spec.env or {})}
         return kwargs
 
+    def _refuse_restart_after_policy_stop(self) -> None:
+        """A culled or killed kernel stays stopped, and no restart outlives the max lifetime."""
+        reason = ""
+        if self.stopped_by_policy:
+            reason = self.last_exit_reason
+        elif self._lifetime_left() == 0:
+            reason = "max_lifetime"
+        if reason:
+            self._km.stop_restarter()
+            msg = (
+                f"Hopx kernel {self.kernel_id} was stopped ({reason}) and is not restarted; "
+                "start a new kernel"
+            )
+            raise RuntimeError(msg)
+
+    def _lifetime_left(self) -> float | None:
+        """Seconds of max lifetime left (never negative); None when there is no cap."""
+        if not self.max_lifetime:
+            return None
+        if self.first_started is None:
+            return float(self.max_lifetime)
+        return max(0.0, self.first_started + self.max_lifetime - time.time())
+
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Called by KernelManager after pre_launch: start the sandbox, return connection info."""
         try:
@@ -267,6 +352,9 @@ class HopxProvisioner(KernelProvisionerBase):
             msg = f"Hopx sandbox for kernel {self.kernel_id} failed: {e}"
             raise RuntimeError(msg) from e
         self._pid = self.supervisor.pid
+        if self.first_started is None:
+            self.first_started = self.supervisor.started_at
+        self.last_exit_reason = self.stop_reason = ""
         for warning in self.supervisor.started.get("warnings", []):
             self.log.warning("Hopx kernel %s runs without a limit: %s", self.kernel_id, warning)
         self.log.info(
@@ -275,6 +363,7 @@ class HopxProvisioner(KernelProvisionerBase):
             spec.sandbox_id,
             self._pid,
         )
+        self._emit("started", f"Kernel {self.kernel_id} started in sandbox {spec.sandbox_id}.")
         return self.connection_info
 
     def _sandbox_spec(self, cmd: list[str], kwargs: dict[str, Any]) -> SandboxSpec:
@@ -329,10 +418,27 @@ class HopxProvisioner(KernelProvisionerBase):
             host_uid=self.sandbox_uid if root else None,
             host_gid=self.sandbox_gid if root else None,
             owner_files=(os.path.realpath(km.connection_file),),
-            max_lifetime=self.max_lifetime,
+            max_lifetime=self._lifetime_left() or 0.0,
+            stop_notices=self._stop_notices(cmd),
             cgroup_parent=self.cgroup_parent,
             bwrap=shutil.which(self.bwrap_path) or self.bwrap_path,
         )
+
+    def _stop_notices(self, cmd: list[str]) -> dict[str, str]:
+        """What a running cell says when the sandbox is stopped under it (IPython kernels only:
+        the notice is an IPython startup file)."""
+        if not any("ipykernel" in arg for arg in cmd):
+            return {}
+        lifetime = f" of {_duration(self.max_lifetime)}" if self.max_lifetime else ""
+        idle = f" of {_duration(self.idle_timeout)}" if self.idle_timeout else ""
+        return {
+            "max_lifetime": (
+                f"Hopx stopped this kernel: it reached its maximum lifetime{lifetime} "
+                "(max_lifetime). Start a new kernel to continue."
+            ),
+            "idle": f"Hopx stopped this kernel: it was idle beyond its idle timeout{idle}.",
+            "manual": "Hopx stopped this kernel: it was killed by hand.",
+        }
 
     def _kernel_env(self, python_bin: str, workspace: str | None) -> dict[str, str]:
         env = sandbox_env(os.environ, self._spec_env, self.env_allowlist, python_bin, workspace)
@@ -412,10 +518,59 @@ class HopxProvisioner(KernelProvisionerBase):
         if supervisor is not None:
             if supervisor.poll() is None:
                 await asyncio.to_thread(supervisor.kill_now)
+            self._report_exit(supervisor.wait())
             await asyncio.to_thread(supervisor.cleanup)
             self.supervisor = None
+            self._emit_stopped(supervisor, restart)
         if not restart:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    # -- timeout policy -------------------------------------------------------------------------
+
+    def notify_kernel(self, reason: str) -> None:
+        """Tell the running cell why the kernel is about to be stopped (see runtime.stop_notice).
+        Called by the culler before it shuts a busy kernel down."""
+        if self.supervisor is not None:
+            self.supervisor.send("notice", reason=reason)
+
+    def usage(self) -> dict[str, int | None]:
+        """What the sandbox uses now: memory in bytes and its number of tasks."""
+        directories = self.supervisor.started.get("cgroups", []) if self.supervisor else []
+        if not directories:
+            return {"memory_bytes": None, "pids": None}
+        cgroup = SandboxCgroup(os.path.basename(directories[0]), list(directories))
+        try:
+            pids: int | None = len(cgroup.pids())
+        except OSError:
+            pids = None
+        return {"memory_bytes": cgroup.memory_usage(), "pids": pids}
+
+    def _emit(self, action: str, msg: str, **fields: Any) -> None:
+        """An event on the server's event bus; a bare KernelManager (papermill) has none."""
+        event_logger = getattr(self.parent, "event_logger", None)
+        if event_logger is None:
+            return
+        try:
+            events.emit(
+                event_logger,
+                action,
+                self.kernel_id,
+                msg,
+                kernel_name=getattr(self.parent, "kernel_name", None),
+                **fields,
+            )
+        except Exception:
+            self.log.exception("Hopx: could not emit the %s event of %s", action, self.kernel_id)
+
+    def _emit_stopped(self, supervisor: SupervisorHandle, restart: bool) -> None:
+        reason = "restart" if restart and not self.last_exit_reason else self.last_exit_reason
+        if reason in ("idle", "max_lifetime"):
+            action, msg = "culled", f"Kernel {self.kernel_id} was culled ({reason})."
+        elif reason == "manual":
+            action, msg = "killed", f"Kernel {self.kernel_id} was killed by hand."
+        else:
+            action, msg = "stopped", f"Kernel {self.kernel_id}'s sandbox stopped ({reason})."
+        self._emit(action, msg, reason=reason, sandbox_id=supervisor.spec.sandbox_id)
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         """Captures what a later load_provisioner_info needs to find this sandbox again."""
@@ -441,7 +596,7 @@ class HopxProvisioner(KernelProvisionerBase):
         if supervisor is None or supervisor is self._reported:
             return
         self._reported = supervisor
-        reason = self.last_exit_reason = supervisor.exit_reason
+        reason = self.last_exit_reason = self.stop_reason or supervisor.exit_reason
         if reason == "oom":
             self.log.warning(
                 "Hopx kernel %s was killed: out of memory (memory_limit %s bytes)",
@@ -454,7 +609,31 @@ class HopxProvisioner(KernelProvisionerBase):
                 self.kernel_id,
                 self.max_lifetime,
             )
+        elif reason in ("idle", "manual"):
+            self.log.info("Hopx kernel %s was stopped (%s)", self.kernel_id, reason)
         elif reason in ("supervisor_died", "exited") and status:
             self.log.warning(
                 "Hopx kernel %s ended with status %s (%s)", self.kernel_id, status, reason
             )
+
+
+def _use_policy_aware_restarter(km: Any) -> None:
+    """Have the kernel's auto-restarter leave a kernel stopped by the policy stopped.
+
+    Only the stock restarter of jupyter_client's asyncio kernel managers (a Jupyter server's) is
+    replaced; a custom one is left alone, and pre_launch refuses the restart instead.
+    """
+    if getattr(km, "restarter_class", None) is PolicyAwareRestarter.__base__:
+        km.restarter_class = PolicyAwareRestarter
+
+
+def _duration(seconds: float) -> str:
+    """A duration for a sentence: 90 -> "1m30s", 86400 -> "24h"."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts) or "0s"

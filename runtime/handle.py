@@ -145,6 +145,11 @@ class SupervisorHandle:
             self._reader.join(2.0)
 
     @property
+    def started_at(self) -> float:
+        """When the supervisor started the sandbox (seconds since the epoch)."""
+        return float(self.started.get("started_at", 0.0))
+
+    @property
     def exit_reason(self) -> str:
         return str(self.exited.get("reason", "supervisor_died" if self.started else ""))
 

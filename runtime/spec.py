@@ -96,6 +96,9 @@ class SandboxSpec:
     owner_files: tuple[str, ...] = ()
     # Hard cap on the sandbox's age in seconds, enforced by the supervisor; 0 disables it.
     max_lifetime: float = 0.0
+    # Stop reason -> message the running cell ends with when the sandbox is stopped for that
+    # reason (see runtime.stop_notice); empty for kernels that cannot show it.
+    stop_notices: dict[str, str] = field(default_factory=dict)
     bwrap: str = "bwrap"
     # Parent of the sandbox's cgroup, relative to each hierarchy's root ("" = the root itself).
     cgroup_parent: str = ""
@@ -134,4 +137,7 @@ class SandboxSpec:
         for name in ("argv", "read_only_paths", "hidden_paths", "hidden_files", "owner_files"):
             values[name] = tuple(values.get(name, ()))
         values["symlinks"] = tuple((str(t), str(link)) for t, link in values.get("symlinks", ()))
+        values["stop_notices"] = {
+            str(reason): str(text) for reason, text in dict(values.get("stop_notices", {})).items()
+        }
         return cls(**values)

@@ -2,10 +2,15 @@
 
 The provisioner starts one supervisor per kernel start and talks to it over pipes:
 
-- stdin carries the `SandboxSpec` (one JSON line), then commands (JSON lines). It is also the
-  lifeline: end-of-file means the owner (Jupyter server, papermill) is gone, and the sandbox goes
-  with it, cleanup included.
+- stdin carries the `SandboxSpec` (one JSON line), then commands (JSON lines): ``signal``,
+  ``notice``, ``terminate``, ``kill``. It is also the lifeline: end-of-file means the owner
+  (Jupyter server, papermill) is gone, and the sandbox goes with it, cleanup included.
 - stdout carries events (JSON lines): ``started``, ``failed``, ``exited``.
+- SIGTERM from anyone else (`jupyter hopx kill`, an admin) stops the sandbox for reason
+  "manual".
+
+A graceful stop escalates while the supervisor keeps relaying, so the owner can still shut the
+kernel down cleanly: a stop notice to the kernel (see `runtime.stop_notice`), SIGTERM, SIGKILL.
 
 The supervisor creates the cgroup, enters a private network namespace, listens on the kernel's
 host sockets, starts bubblewrap joined to the cgroup (as an unprivileged uid when it is root), and
@@ -35,11 +40,14 @@ from runtime.relay import Relay
 from runtime.sandbox_files import generated_files
 from runtime.seccomp import build_filter
 from runtime.spec import CONNECTION_FILE, MAX_SPEC_BYTES, SandboxSpec
+from runtime.stop_notice import STARTUP_FILE, notice_signal, startup_file
 
 STATE_RECORD = "sandbox.json"
 CGROUP_PREFIX = "hopx-"
 # Where a root supervisor stages host paths for the sandbox uid, inside a private mount namespace.
 STAGE_DIR = "/tmp/.hopx-stage"
+# How long the owner gets, after the kernel was told why it is stopped, to shut it down itself.
+NOTICE_GRACE = 1.0
 # How long the kernel gets between SIGTERM and SIGKILL when the supervisor ends it.
 TERMINATE_GRACE = 5.0
 MAX_COMMAND_BYTES = 64 * 1024
@@ -74,6 +82,8 @@ class Supervisor:
         self._stderr_tail = bytearray()
         self._oom_kills_at_start = 0
         self._stop_reason = ""
+        # The next step of a graceful stop under way: ("terminate" | "kill", when).
+        self._escalation: tuple[str, float] | None = None
         self._signal_r, self._signal_w = os.pipe()
 
     # -- start ----------------------------------------------------------------------------------
@@ -104,7 +114,10 @@ class Supervisor:
 
     def _spawn_bwrap(self) -> None:
         spec = self.spec
-        file_fds = {dest: _data_fd(data) for dest, data in generated_files(spec.hostname).items()}
+        files = generated_files(spec.hostname)
+        if spec.stop_notices:
+            files[STARTUP_FILE] = startup_file(spec.stop_notices)
+        file_fds = {dest: _data_fd(data) for dest, data in files.items()}
         connection_fd = _data_fd(spec.connection_json.encode())
         seccomp_fd = _data_fd(build_filter())
         info_r, info_w = os.pipe()
@@ -267,23 +280,31 @@ class Supervisor:
         deadline = self.started_at + self.spec.max_lifetime if self.spec.max_lifetime else None
 
         while self.process.poll() is None:
-            timeout = None if deadline is None else max(0.0, deadline - time.time())
-            ready = selector.select(timeout)
-            if not ready and deadline is not None and time.time() >= deadline:
-                self._end("max_lifetime", graceful=True)
+            ready = selector.select(self._time_to_next_step(deadline))
+            if deadline is not None and time.time() >= deadline and not self._stop_reason:
+                self.stop("max_lifetime", graceful=True)
+            if self._escalation is not None and time.time() >= self._escalation[1]:
+                self._escalate()
             for key, _ in ready:
                 if key.data == "accept":
                     self.relay.accept(int(key.fd))
                 elif key.data == "command":
                     if not self._read_commands(pending):
                         selector.unregister(0)
-                        self._end("owner_died", graceful=False)
+                        self.stop("owner_died", graceful=False)
                 elif key.data == "signal":
                     os.read(self._signal_r, 64)
-                    self._end("terminated", graceful=True)
+                    self.stop("manual", graceful=True)
         selector.close()
         os.close(pidfd)
         return self.process.returncode
+
+    def _time_to_next_step(self, deadline: float | None) -> float | None:
+        """Seconds until the max lifetime or the next escalation step; None if neither."""
+        times = [] if deadline is None or self._stop_reason else [deadline]
+        if self._escalation is not None:
+            times.append(self._escalation[1])
+        return max(0.0, min(times) - time.time()) if times else None
 
     def _read_commands(self, pending: bytearray) -> bool:
         """Handle complete command lines from stdin; False once the owner has gone."""
@@ -312,10 +333,12 @@ class Supervisor:
             return
         if op == "signal":
             self.signal_kernel(int(command["signum"]))
+        elif op == "notice":
+            self.notify_kernel(str(command.get("reason", "")))
         elif op == "kill":
-            self._end(str(command.get("reason", "killed")), graceful=False)
+            self.stop(str(command.get("reason", "killed")), graceful=False)
         elif op == "terminate":
-            self._end(str(command.get("reason", "terminated")), graceful=True)
+            self.stop(str(command.get("reason", "terminated")), graceful=True)
 
     def kernel_pid(self) -> int | None:
         """Host pid of the kernel: the first child of the sandbox's init process."""
@@ -338,19 +361,47 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.kill(pid, signum)
 
-    def _end(self, reason: str, *, graceful: bool) -> None:
-        """End the sandbox: SIGTERM then SIGKILL when graceful, SIGKILL at once otherwise."""
+    def notify_kernel(self, reason: str) -> bool:
+        """Tell the kernel why it is about to be stopped; False if it has no notice for that."""
+        pid = self.kernel_pid()
+        if reason not in self.spec.stop_notices or pid is None:
+            return False
+        try:
+            os.kill(pid, notice_signal(reason))
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def stop(self, reason: str, *, graceful: bool) -> None:
+        """Begin ending the sandbox. Graceful: a notice the owner may act on, then SIGTERM, then
+        SIGKILL, stepped by the supervise loop; otherwise SIGKILL at once. The first reason given
+        is the one reported."""
         if not self._stop_reason:
             self._stop_reason = reason
-        assert self.process is not None
-        if graceful and self.process.poll() is None:
+        if not graceful:
+            self._kill_everything()
+        elif self._escalation is None:
+            if self.notify_kernel(reason):
+                self._escalation = ("terminate", time.time() + NOTICE_GRACE)
+            else:
+                self._escalation = ("terminate", time.time())
+                self._escalate()
+
+    def _escalate(self) -> None:
+        assert self._escalation is not None
+        step, _ = self._escalation
+        if step == "terminate":
             self.signal_kernel(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(TERMINATE_GRACE)
+            self._escalation = ("kill", time.time() + TERMINATE_GRACE)
+        else:
+            self._escalation = None
+            self._kill_everything()
+
+    def _kill_everything(self) -> None:
         self.cgroup.kill_all()
-        with contextlib.suppress(OSError):
-            self.process.kill()
-        self.process.wait()
+        if self.process is not None:
+            with contextlib.suppress(OSError):
+                self.process.kill()
 
     def exit_reason(self) -> str:
         if self._stop_reason:
@@ -410,6 +461,7 @@ def main() -> int:
         "started",
         supervisor_pid=os.getpid(),
         sandbox_pid=supervisor.sandbox_pid,
+        started_at=supervisor.started_at,
         cgroups=supervisor.cgroup.directories,
         warnings=supervisor.cgroup.unenforced,
     )
