@@ -43,7 +43,7 @@ from hopx_kernel.policy import POLICY_STOP_REASONS, CullPolicy
 from hopx_kernel.restarter import PolicyAwareRestarter
 from hopx_kernel.traits import ByteSize, Count, Cpus, Duration
 from runtime.bwrap import is_within
-from runtime.cgroups import SandboxCgroup
+from runtime.cgroups import SandboxCgroup, read_memory_usage
 from runtime.handle import SandboxStartError, SupervisorHandle
 from runtime.registry import is_supervisor
 from runtime.spec import (
@@ -363,7 +363,7 @@ class HopxProvisioner(KernelProvisionerBase):
             spec.sandbox_id,
             self._pid,
         )
-        self._emit("started", f"Kernel {self.kernel_id} started in sandbox {spec.sandbox_id}.")
+        self.emit_event("started", f"Kernel {self.kernel_id} started in sandbox {spec.sandbox_id}.")
         return self.connection_info
 
     def _sandbox_spec(self, cmd: list[str], kwargs: dict[str, Any]) -> SandboxSpec:
@@ -535,17 +535,15 @@ class HopxProvisioner(KernelProvisionerBase):
 
     def usage(self) -> dict[str, int | None]:
         """What the sandbox uses now: memory in bytes and its number of tasks."""
-        directories = self.supervisor.started.get("cgroups", []) if self.supervisor else []
-        if not directories:
-            return {"memory_bytes": None, "pids": None}
-        cgroup = SandboxCgroup(os.path.basename(directories[0]), list(directories))
-        try:
-            pids: int | None = len(cgroup.pids())
-        except OSError:
-            pids = None
-        return {"memory_bytes": cgroup.memory_usage(), "pids": pids}
+        started = self.supervisor.started if self.supervisor else {}
+        directories = list(started.get("cgroups", []))
+        memory = started.get("memory_cgroup")
+        return {
+            "memory_bytes": read_memory_usage(memory) if memory else None,
+            "pids": len(SandboxCgroup("usage", directories).pids()) if directories else None,
+        }
 
-    def _emit(self, action: str, msg: str, **fields: Any) -> None:
+    def emit_event(self, action: str, msg: str, **fields: Any) -> None:
         """An event on the server's event bus; a bare KernelManager (papermill) has none."""
         event_logger = getattr(self.parent, "event_logger", None)
         if event_logger is None:
@@ -570,7 +568,7 @@ class HopxProvisioner(KernelProvisionerBase):
             action, msg = "killed", f"Kernel {self.kernel_id} was killed by hand."
         else:
             action, msg = "stopped", f"Kernel {self.kernel_id}'s sandbox stopped ({reason})."
-        self._emit(action, msg, reason=reason, sandbox_id=supervisor.spec.sandbox_id)
+        self.emit_event(action, msg, reason=reason, sandbox_id=supervisor.spec.sandbox_id)
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         """Captures what a later load_provisioner_info needs to find this sandbox again."""

@@ -105,6 +105,14 @@ def _read(path: str) -> str:
         return f.read()
 
 
+def read_memory_usage(directory: str) -> int | None:
+    """Bytes in use by a memory cgroup of either version; None if it cannot be read."""
+    for filename in ("memory.usage_in_bytes", "memory.current"):
+        with contextlib.suppress(OSError, ValueError):
+            return int(_read(os.path.join(directory, filename)))
+    return None
+
+
 @dataclass
 class SandboxCgroup:
     """The cgroup directories of one sandbox (one per hierarchy it uses)."""

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.cgroups import CgroupHost, SandboxCgroup, stale_cgroups
+from runtime.cgroups import CgroupHost, SandboxCgroup, read_memory_usage, stale_cgroups
 from runtime.supervisor import CGROUP_PREFIX, STATE_RECORD
 
 # A kernel directory without a record is normal between a restart's stop and start; only one this
@@ -38,11 +38,8 @@ class SandboxRecord:
         return is_supervisor(self.supervisor_pid)
 
     def memory_usage(self) -> int | None:
-        directory = self.data.get("memory_cgroup") or ""
-        for name in ("memory.usage_in_bytes", "memory.current"):
-            with contextlib.suppress(OSError, ValueError), open(os.path.join(directory, name)) as f:
-                return int(f.read())
-        return None
+        directory = self.data.get("memory_cgroup")
+        return read_memory_usage(directory) if directory else None
 
 
 def is_supervisor(pid: int) -> bool:

@@ -463,6 +463,7 @@ def main() -> int:
         sandbox_pid=supervisor.sandbox_pid,
         started_at=supervisor.started_at,
         cgroups=supervisor.cgroup.directories,
+        memory_cgroup=supervisor.cgroup.by_controller.get("memory", ("", 0))[0],
         warnings=supervisor.cgroup.unenforced,
     )
     status = 1

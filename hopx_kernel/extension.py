@@ -1,0 +1,47 @@
+"""The Hopx jupyter_server extension: the timeout policy, its REST API and its events.
+
+Enabled on install (`etc/jupyter/jupyter_server_config.d/hopx_kernel.json`); `jupyter server
+extension list` shows it. It only acts on kernels started by the Hopx provisioner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+
+from hopx_kernel import events
+from hopx_kernel.culler import Culler
+from hopx_kernel.handlers import default_handlers
+
+
+class HopxExtension(ExtensionApp):
+    name = "hopx_kernel"
+    description = "Sandboxed kernels: timeout policy, REST API and events"
+    load_other_extensions = True
+
+    culler: Culler | None = None
+
+    def initialize_settings(self) -> None:
+        assert self.serverapp is not None
+        events.register(self.serverapp.event_logger)
+
+    def initialize_handlers(self) -> None:
+        assert self.serverapp is not None
+        self.culler = Culler(self.serverapp.kernel_manager, self.log)
+        self.handlers.extend(default_handlers(self.culler))
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        assert self.culler is not None
+        self.culler.start()
+        # A new kernel may be due sooner than the culler's next look at the others.
+        serverapp.event_logger.add_listener(schema_id=events.SCHEMA_ID, listener=self._on_event)
+        self.log.info("Hopx: timeout policy running for Hopx kernels")
+
+    async def _on_event(self, logger: Any, schema_id: str, data: dict[str, Any]) -> None:
+        if data.get("action") == "started" and self.culler is not None:
+            self.culler.announce(str(data["kernel_id"]))
+
+    async def stop_extension(self) -> None:
+        if self.culler is not None:
+            await self.culler.stop()
