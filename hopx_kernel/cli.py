@@ -1,9 +1,13 @@
-"""`jupyter hopx`: install the kernelspec and look at running sandboxes."""
+"""`jupyter hopx`: install the kernelspec, list running sandboxes, kill them."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import select
+import signal
 import sys
 import time
 from typing import Any
@@ -12,8 +16,12 @@ from traitlets import TraitError
 
 from hopx_kernel import kernelspec
 from hopx_kernel.host import state_root
-from runtime.registry import live_sandboxes
+from runtime.registry import SandboxRecord, is_supervisor, live_sandboxes
+from runtime.supervisor import NOTICE_GRACE, TERMINATE_GRACE
 from runtime.units import LimitError, format_size
+
+# How long `kill` waits for a sandbox to be gone: the supervisor's whole escalation, and then some.
+KILL_WAIT = NOTICE_GRACE + TERMINATE_GRACE + 10.0
 
 # CLI flag -> provisioner setting, for `install`.
 INSTALL_SETTINGS = {
@@ -47,9 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     listing = commands.add_parser("list", help="list running sandboxes")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
+    kill = commands.add_parser(
+        "kill",
+        help="stop sandboxes by hand (reason 'manual'); they are not restarted",
+        description="Stop running sandboxes, also those of papermill runs. The running cell is "
+        "told why, the kernel gets SIGTERM, then SIGKILL; a Jupyter server drops the kernel.",
+    )
+    which = kill.add_mutually_exclusive_group(required=True)
+    which.add_argument("kernel_ids", nargs="*", default=[], metavar="KERNEL_ID", help="or a prefix")
+    which.add_argument("--all", action="store_true", help="every sandbox you may stop")
+
     args = parser.parse_args(argv)
     if args.command == "install":
         return _install(args)
+    if args.command == "kill":
+        return _kill(args)
     return _list(args)
 
 
@@ -80,13 +100,19 @@ def _list(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for record in live_sandboxes(state_root()):
         data = record.data
+        started = float(data.get("started", now))
+        lifetime = float(data.get("max_lifetime", 0))
         rows.append(
             {
                 "kernel_id": data.get("kernel_id"),
                 "sandbox_id": data.get("sandbox_id"),
                 "pid": record.supervisor_pid,
                 "sandbox_pid": data.get("sandbox_pid"),
-                "age_seconds": round(now - float(data.get("started", now)), 1),
+                "owner": _command_name(int(data.get("owner_pid", 0))),
+                "age_seconds": round(now - started, 1),
+                "lifetime_left_seconds": round(max(0.0, started + lifetime - now), 1)
+                if lifetime
+                else None,
                 "limits": data.get("limits", {}),
                 "memory_bytes": record.memory_usage(),
             }
@@ -97,18 +123,92 @@ def _list(args: argparse.Namespace) -> int:
     if not rows:
         print("No Hopx sandboxes are running.")
         return 0
-    header = f"{'KERNEL ID':<36}  {'PID':>7}  {'AGE':>8}  {'MEMORY':>15}  {'CPUS':>4}  {'PIDS':>5}"
-    print(header)
+    print(
+        f"{'KERNEL ID':<36}  {'PID':>7}  {'OWNER':<15}  {'AGE':>8}  {'ENDS IN':>8}  "
+        f"{'MEMORY':>15}  {'CPUS':>4}  {'PIDS':>5}"
+    )
     for row in rows:
         limits = row["limits"]
         used = _approximate(row["memory_bytes"]) if row["memory_bytes"] is not None else "?"
         limit = int(limits.get("memory", 0))
         memory = f"{used}/{format_size(limit) if limit else '-'}"
+        left = row["lifetime_left_seconds"]
+        ends = _age(left) if left is not None else "-"
         print(
-            f"{row['kernel_id']:<36}  {row['pid']:>7}  {_age(row['age_seconds']):>8}  "
+            f"{row['kernel_id']:<36}  {row['pid']:>7}  {row['owner']:<15.15}  "
+            f"{_age(row['age_seconds']):>8}  {ends:>8}  "
             f"{memory:>15}  {limits.get('cpus', 0):>4}  {limits.get('pids', 0):>5}"
         )
     return 0
+
+
+def _command_name(pid: int) -> str:
+    """What the process `pid` runs (jupyter-lab, papermill, python3...), for people."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "?"
+    # A Python script's name says more than the interpreter's.
+    names = [os.path.basename(a.decode(errors="replace")) for a in argv[:2] if a]
+    if len(names) == 2 and names[0].startswith("python") and not names[1].startswith("-"):
+        return names[1]
+    return names[0] if names else "?"
+
+
+def _kill(args: argparse.Namespace) -> int:
+    """SIGTERM each chosen supervisor (it stops its sandbox for reason "manual") and wait."""
+    live = live_sandboxes(state_root())
+    chosen: list[SandboxRecord] = []
+    if args.all:
+        chosen = live
+    for wanted in args.kernel_ids:
+        matches = [r for r in live if str(r.data.get("kernel_id", "")).startswith(wanted)]
+        if len(matches) != 1:
+            problem = "matches several sandboxes" if matches else "matches no running sandbox"
+            print(
+                f"jupyter hopx kill: {wanted!r} {problem}; see `jupyter hopx list`",
+                file=sys.stderr,
+            )
+            return 1
+        chosen += matches
+    failed = 0
+    for record in chosen:
+        kernel_id = record.data.get("kernel_id")
+        try:
+            _stop_supervisor(record.supervisor_pid)
+        except PermissionError:
+            print(f"jupyter hopx kill: not allowed to stop kernel {kernel_id}", file=sys.stderr)
+            failed += 1
+        except TimeoutError:
+            print(f"jupyter hopx kill: kernel {kernel_id} is still stopping", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"Killed kernel {kernel_id} (sandbox {record.data.get('sandbox_id')})")
+    if not chosen:
+        print("No Hopx sandboxes are running.")
+    return 1 if failed else 0
+
+
+def _stop_supervisor(pid: int) -> None:
+    """Ask one supervisor to stop its sandbox and wait until it has exited.
+
+    A pidfd pins the process, so a pid reused between the check and the signal is never hit.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already gone
+    try:
+        if not is_supervisor(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        ready, _, _ = select.select([pidfd], [], [], KILL_WAIT)
+        if not ready:
+            raise TimeoutError(pid)
+    finally:
+        os.close(pidfd)
 
 
 def _approximate(n: int) -> str:

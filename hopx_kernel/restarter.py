@@ -16,8 +16,8 @@ from jupyter_core.utils import ensure_async
 class PolicyAwareRestarter(AsyncIOLoopKernelRestarter):
     async def poll(self) -> None:  # type: ignore[override]
         km = self.kernel_manager
-        stopped_by_policy = getattr(km.provisioner, "stopped_by_policy", False)
-        if stopped_by_policy and not await km.is_alive():
+        # is_alive first: polling the provisioner is what records why its sandbox ended.
+        if not await km.is_alive() and getattr(km.provisioner, "stopped_by_policy", False):
             self.stop()
             self.log.info(
                 "Hopx kernel %s was stopped (%s): not restarting it",
