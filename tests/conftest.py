@@ -29,6 +29,10 @@ from hopx_kernel.kernelspec import kernelspec
 TEST_SETTINGS: dict[str, Any] = {"memory_limit": "512M", "disk_limit": "64M"}
 
 
+# The `server` fixture: a real jupyter_server (tests/server_harness.py).
+pytest_plugins = ["server_harness"]
+
+
 @pytest.fixture
 def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="hx-rt-", dir="/tmp"))
