@@ -235,6 +235,9 @@ class HopxProvisioner(KernelProvisionerBase):
         # When the kernel first started: its max lifetime counts from here across restarts.
         self.first_started: float | None = None
         self._reported: SupervisorHandle | None = None
+        # A sandbox that has ended but whose "stopped" event is still to be emitted (by cleanup,
+        # which knows whether a restart follows).
+        self._unannounced: SupervisorHandle | None = None
 
     # -- provisioner contract -------------------------------------------------------------------
 
@@ -486,7 +489,7 @@ class HopxProvisioner(KernelProvisionerBase):
         status = self.supervisor.wait()
         self._report_exit(status)
         await asyncio.to_thread(self.supervisor.cleanup)
-        self.supervisor = None
+        self._unannounced, self.supervisor = self.supervisor, None
         return status
 
     async def send_signal(self, signum: int) -> None:
@@ -520,8 +523,10 @@ class HopxProvisioner(KernelProvisionerBase):
                 await asyncio.to_thread(supervisor.kill_now)
             self._report_exit(supervisor.wait())
             await asyncio.to_thread(supervisor.cleanup)
-            self.supervisor = None
-            self._emit_stopped(supervisor, restart)
+            self._unannounced, self.supervisor = supervisor, None
+        if self._unannounced is not None:
+            self._emit_stopped(self._unannounced, restart)
+            self._unannounced = None
         if not restart:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 

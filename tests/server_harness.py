@@ -42,7 +42,7 @@ class Server:
     root: Path
     log_path: Path
     http: requests.Session = field(default_factory=requests.Session)
-    sockets: list[KernelSocket] = field(default_factory=list)
+    sockets: list[KernelSocket | EventStream] = field(default_factory=list)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -78,8 +78,88 @@ class Server:
         ws = websocket.create_connection(
             f"{ws_url}/api/kernels/{kernel_id}/channels?token={self.token}", timeout=60
         )
-        self.sockets.append(KernelSocket(ws))
-        return self.sockets[-1]
+        kernel_socket = KernelSocket(ws)
+        self.sockets.append(kernel_socket)
+        return kernel_socket
+
+    def events(self) -> EventStream:
+        """A subscription to the server's event bus (`/api/events/subscribe`), as a frontend
+        has; closed when the server fixture ends."""
+        ws_url = self.url.replace("http://", "ws://", 1)
+        ws = websocket.create_connection(
+            f"{ws_url}/api/events/subscribe?token={self.token}", timeout=60
+        )
+        stream = EventStream(ws)
+        self.sockets.append(stream)
+        return stream
+
+
+HOPX_EVENTS = "https://events.hopx-kernel.org/sandbox/v1"
+
+
+class EventStream:
+    """Events as the server's websocket delivers them: each a dict with `schema_id` and the
+    event's own fields, to which `received_at` (seconds since the epoch) is added here."""
+
+    def __init__(self, ws: websocket.WebSocket) -> None:
+        self.ws = ws
+        self.received: list[dict[str, Any]] = []
+
+    def close(self) -> None:
+        self.ws.close()
+
+    def hopx(self, kernel_id: str | None = None) -> list[dict[str, Any]]:
+        """The Hopx events received so far, for one kernel if given."""
+        return [
+            e
+            for e in self.received
+            if e.get("schema_id") == HOPX_EVENTS
+            and (kernel_id is None or e.get("kernel_id") == kernel_id)
+        ]
+
+    def wait_for(
+        self, condition: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any] | None:
+        """The first event, already received or arriving within `timeout`, that satisfies
+        `condition`; None if there is none."""
+        for event in self.received:
+            if condition(event):
+                return event
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.ws.settimeout(max(left, 0.01))
+            try:
+                data = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                return None
+            event = {**json.loads(data), "received_at": time.time()}
+            self.received.append(event)
+            if condition(event):
+                return dict(event)
+        return None
+
+    def wait_for_hopx(
+        self, action: str, kernel_id: str, timeout: float, **fields: Any
+    ) -> dict[str, Any] | None:
+        """The first Hopx event with this action for this kernel (and these field values)."""
+
+        def wanted(e: dict[str, Any]) -> bool:
+            return (
+                e.get("schema_id") == HOPX_EVENTS
+                and e.get("action") == action
+                and e.get("kernel_id") == kernel_id
+                and all(e.get(k) == v for k, v in fields.items())
+            )
+
+        return self.wait_for(wanted, timeout)
+
+
+def event_time(timestamp: str) -> float:
+    """An ISO 8601 time in UTC as Hopx writes it ("...Z": `cull_at`, REST times) as seconds
+    since the epoch."""
+    return (
+        datetime.fromisoformat(timestamp.removesuffix("Z")).replace(tzinfo=timezone.utc).timestamp()
+    )
 
 
 class KernelSocket:
