@@ -24,8 +24,17 @@ c.HopxProvisioner.allow_unenforced_limits = False
 # Host uid/gid of the sandbox when the server runs as root (never uid 0).
 c.HopxProvisioner.sandbox_uid = 65534
 c.HopxProvisioner.sandbox_gid = 65534
-# Hard cap on a kernel's age, busy or not; "8h", "90m"; 0 disables it.
+# Timeout policy (applied by the hopx_kernel server extension; max_lifetime also without a server).
+# Hard cap on a kernel's age from its first start, busy or not; "8h", "90m"; 0 disables it.
 c.HopxProvisioner.max_lifetime = "24h"
+# Cull a kernel after this long without requests, output or finished executions; 0 disables it.
+c.HopxProvisioner.idle_timeout = "1h"
+# Whether a busy kernel (running a silent cell) may be culled for idleness.
+c.HopxProvisioner.cull_busy = False
+# How long before a cull the cull_warning event goes out (the UI shows it).
+c.HopxProvisioner.warn_before = "5m"
+# How often the culler looks at each kernel's activity; known deadlines are met on time anyway.
+c.HopxProvisioner.cull_interval = "30s"
 # Parent cgroup for the sandboxes' cgroups, relative to each hierarchy root ("" = the root).
 c.HopxProvisioner.cgroup_parent = ""
 # How long the sandbox may take to set up before the start fails.

@@ -31,6 +31,9 @@ INSTALL_SETTINGS = {
     "disk": "disk_limit",
     "workspace": "workspace",
     "max_lifetime": "max_lifetime",
+    "idle_timeout": "idle_timeout",
+    "warn_before": "warn_before",
+    "cull_busy": "cull_busy",
 }
 
 
@@ -51,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--disk", help="size of /tmp and $HOME each, e.g. 1G")
     install.add_argument("--workspace", choices=["ro", "rw", "none"])
     install.add_argument("--max-lifetime", help="hard cap on a kernel's age, e.g. 8h")
+    install.add_argument("--idle-timeout", help="cull after this long idle, e.g. 1h (0: never)")
+    install.add_argument("--warn-before", help="warn this long before a cull, e.g. 5m")
+    install.add_argument(
+        "--cull-busy",
+        action="store_true",
+        default=None,
+        help="let a busy kernel be culled for idleness",
+    )
 
     listing = commands.add_parser("list", help="list running sandboxes")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
