@@ -97,7 +97,10 @@ def kernel_info_probe(
     wait: float = NO_REPLY_WAIT,
 ) -> tuple[dict[str, Any] | None, set[int]]:
     """Send one kernel_info_request on a fresh shell DEALER; returns the reply (or None) and the
-    socket monitor events seen. `serverkey=None` means a plaintext (NULL mechanism) client."""
+    socket monitor events seen. `serverkey=None` means a plaintext (NULL mechanism) client.
+
+    A reply is awaited for `wait` seconds after the handshake ended (or after sending, if it never
+    ends), so a slow handshake on a loaded machine does not pass for "no answer"."""
     km = kernel.km
     session = Session(key=km.session.key if hmac_key is None else hmac_key)
     context = zmq.Context()
@@ -113,14 +116,27 @@ def kernel_info_probe(
         sock.connect(f"ipc://{channel_path(kernel, 'shell')}")
         session.send(sock, "kernel_info_request")
         reply = None
+        events: set[int] = set()
+        handshake_ended = {
+            zmq.EVENT_HANDSHAKE_SUCCEEDED,
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+        }
         deadline = time.monotonic() + wait
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         while reply is None and (left := deadline - time.monotonic()) > 0:
-            if sock.poll(int(left * 1000)):
+            ready = dict(poller.poll(int(left * 1000)))
+            while monitor.poll(0):
+                event = recv_monitor_message(monitor)["event"]
+                if event in handshake_ended and not events & handshake_ended:
+                    deadline = time.monotonic() + wait
+                events.add(event)
+            if sock in ready:
                 _, message = session.feed_identities(sock.recv_multipart())
                 reply = session.deserialize(message)
-        events = set()
-        while monitor.poll(0):
-            events.add(recv_monitor_message(monitor)["event"])
         sock.disable_monitor()
         return reply, events
     finally:
