@@ -160,11 +160,16 @@ def _command_name(pid: int) -> str:
             argv = f.read().split(b"\0")
     except OSError:
         return "?"
-    # A Python script's name says more than the interpreter's.
-    names = [os.path.basename(a.decode(errors="replace")) for a in argv[:2] if a]
-    if len(names) == 2 and names[0].startswith("python") and not names[1].startswith("-"):
-        return names[1]
-    return names[0] if names else "?"
+    words = [a.decode(errors="replace") for a in argv if a]
+    if not words:
+        return "?"
+    # For `python script` or `python -m module`, the script or module says more.
+    if os.path.basename(words[0]).startswith("python") and len(words) > 1:
+        if words[1] == "-m" and len(words) > 2:
+            return words[2]
+        if not words[1].startswith("-"):
+            return os.path.basename(words[1])
+    return os.path.basename(words[0])
 
 
 def _kill(args: argparse.Namespace) -> int:
@@ -174,6 +179,9 @@ def _kill(args: argparse.Namespace) -> int:
     if args.all:
         chosen = live
     for wanted in args.kernel_ids:
+        if not wanted.strip():
+            print("jupyter hopx kill: an empty kernel id matches nothing", file=sys.stderr)
+            return 1
         matches = [r for r in live if str(r.data.get("kernel_id", "")).startswith(wanted)]
         if len(matches) != 1:
             problem = "matches several sandboxes" if matches else "matches no running sandbox"

@@ -95,7 +95,7 @@ class SandboxExtendHandler(SandboxAPIHandler):
             or not math.isfinite(seconds)
             or not 0 < seconds <= MAX_EXTEND_SECONDS
         ):
-            msg = f"seconds must be a number of seconds between 1 and {MAX_EXTEND_SECONDS}"
+            msg = f"seconds must be a number above 0 and at most {MAX_EXTEND_SECONDS}"
             raise web.HTTPError(400, f'{msg}, e.g. {{"seconds": 600}}')
         return float(seconds)
 

@@ -62,6 +62,8 @@ from runtime.spec import (
 _FRAMEWORK_KWARGS = {"kernel_id", "kernel_spec", "parent", "config", "log"}
 # Longest path a unix socket can bind to (sun_path is 108 bytes with its NUL).
 _MAX_SOCKET_PATH = 107
+# Looking at a kernel's activity more often than this would only burn the server's CPU.
+MIN_CULL_INTERVAL = 0.1
 
 
 class HopxProvisioner(KernelProvisionerBase):
@@ -198,8 +200,8 @@ class HopxProvisioner(KernelProvisionerBase):
 
     @validate("cull_interval")
     def _validate_cull_interval(self, proposal: dict[str, Any]) -> float:
-        if proposal["value"] <= 0:
-            msg = f"cull_interval {proposal['value']!r} must be positive; use e.g. '30s'"
+        if proposal["value"] < MIN_CULL_INTERVAL:
+            msg = f"cull_interval must be at least {MIN_CULL_INTERVAL} s; use e.g. '30s'"
             raise TraitError(msg)
         return float(proposal["value"])
 

@@ -43,7 +43,6 @@ def _hopx_install_stop_notices(messages):
         """Hopx is stopping this kernel's sandbox."""
 
     def on_notice(signum, frame):
-        __tracebackhide__ = True  # the cell's own frames are the ones worth showing
         if running[0]:
             running[0] = False  # one error per cell, however many notices arrive
             raise SandboxStopped(messages[signum])

@@ -128,12 +128,19 @@ def start_kernel(
 ) -> Iterator[Callable[..., Kernel]]:
     started: list[Kernel] = []
 
-    def start(cwd: str | None = None, kernel_name: str | None = None, **settings: Any) -> Kernel:
+    def start(
+        cwd: str | None = None,
+        kernel_name: str | None = None,
+        kernel_id: str | None = None,
+        **settings: Any,
+    ) -> Kernel:
         name = kernel_name or make_kernelspec("hopx-test", **settings)
         km = KernelManager(
             kernel_name=name,
             kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]),
         )
+        if kernel_id:
+            km.kernel_id = kernel_id
         km.start_kernel(cwd=cwd or str(workspace))
         kc = km.client()
         kc.start_channels()

@@ -1,4 +1,4 @@
-"""`jupyter hopx install` and `jupyter hopx list`, run the way users run them."""
+"""`jupyter hopx install`, `list` and `kill`, run the way users run them."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Kernel
+import pytest
+
+from conftest import Kernel, assert_no_leaks, wait_until
+from hopx_kernel.cli import _command_name
+from hopx_kernel.provisioner import HopxProvisioner
 
 JUPYTER = str(Path(sys.executable).with_name("jupyter"))
 
@@ -89,3 +94,84 @@ def test_list_shows_running_sandboxes(
     table = hopx("list").stdout
     assert kernel.km.kernel_id in table
     assert "/300M" in table
+
+
+def test_kill_all_with_nothing_running(runtime_dir: Path) -> None:
+    """`jupyter hopx kill --all` with no sandbox running says so and succeeds."""
+    result = hopx("kill", "--all")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "No Hopx sandboxes are running.\n"
+
+
+def test_kill_unknown_kernel_fails_and_points_to_list(runtime_dir: Path) -> None:
+    """`jupyter hopx kill` with an id that matches nothing exits 1 and names the id and
+    `jupyter hopx list`."""
+    result = hopx("kill", "no-such-kernel")
+    assert result.returncode == 1
+    assert "'no-such-kernel' matches no running sandbox" in result.stderr
+    assert "`jupyter hopx list`" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [[], ["some-id", "--all"]], ids=["nothing", "both"])
+def test_kill_needs_ids_or_all(args: list[str], runtime_dir: Path) -> None:
+    """`jupyter hopx kill` with neither kernel ids nor --all (or with both) is a usage error:
+    exit 2 with the usage line."""
+    result = hopx("kill", *args)
+    assert result.returncode == 2
+    assert "usage: jupyter hopx kill" in result.stderr
+    assert "KERNEL_ID" in result.stderr
+
+
+def test_kill_checks_every_id_first_then_kill_all_stops_everything(
+    start_kernel: Callable[..., Kernel], runtime_dir: Path
+) -> None:
+    """With two kernels running: an empty id, a prefix of both ids or an unknown id next to a
+    valid one fails with exit 1 and stops nothing; `kill --all` then stops both, reporting
+    each, for reason "manual", and neither kernel can be restarted afterwards."""
+    ids = [f"abcd{uuid.uuid4().hex[:4]}-0000-4000-8000-00000000000{n}" for n in (1, 2)]
+    kernels = [start_kernel(kernel_id=kernel_id) for kernel_id in ids]
+
+    empty = hopx("kill", "")
+    assert empty.returncode == 1
+    assert "empty kernel id" in empty.stderr
+    ambiguous = hopx("kill", "abcd")
+    assert ambiguous.returncode == 1
+    assert "matches several sandboxes" in ambiguous.stderr
+    partly_unknown = hopx("kill", ids[0], "no-such-kernel")
+    assert partly_unknown.returncode == 1
+    assert "'no-such-kernel' matches no running sandbox" in partly_unknown.stderr
+    assert all(k.km.is_alive() for k in kernels)
+
+    result = hopx("kill", "--all")
+    assert result.returncode == 0, result.stderr
+    assert sorted(line.split()[2] for line in result.stdout.splitlines()) == sorted(ids)
+    assert all(line.startswith("Killed kernel ") for line in result.stdout.splitlines())
+    for kernel in kernels:
+        assert not kernel.km.is_alive()
+        provisioner = kernel.km.provisioner
+        assert isinstance(provisioner, HopxProvisioner)
+        assert provisioner.last_exit_reason == "manual"
+        with pytest.raises(RuntimeError, match=r"\(manual\) and is not restarted"):
+            kernel.km.restart_kernel(now=True)
+    assert json.loads(hopx("list", "--json").stdout) == []
+    for kernel in kernels:
+        kernel.kc.stop_channels()
+        kernel.km.shutdown_kernel(now=True)
+    assert_no_leaks(runtime_dir)
+
+
+def test_owner_of_a_python_dash_m_program_is_the_module() -> None:
+    """The OWNER column names what runs: a program started as `python -m <module>` (as
+    papermill often is) should be shown as the module, not as the interpreter."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "timeit", "-n", "1", "-r", "1", "import time; time.sleep(30)"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        # Until exec has set up the new program's arguments, /proc shows none.
+        assert wait_until(Path(f"/proc/{process.pid}/cmdline").read_bytes, 10)
+        assert _command_name(process.pid) == "timeit"
+    finally:
+        process.kill()
+        process.wait()

@@ -201,3 +201,158 @@ def test_papermill_kill_9_mid_cell_leaves_nothing(folder: Path, runtime_dir: Pat
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+LONG_CELL = """
+import time
+print('long-cell-started', flush=True)
+for i in range(200):
+    time.sleep(0.1)
+    if i % 10 == 0:
+        print('tick', i, flush=True)
+"""
+
+
+def error_outputs(code_cell: NotebookNode) -> list[NotebookNode]:
+    return [o for o in code_cell.outputs if o["output_type"] == "error"]
+
+
+def test_papermill_past_max_lifetime_ends_the_cell_with_the_reason(
+    folder: Path, runtime_dir: Path, make_kernelspec: Callable[..., str]
+) -> None:
+    """A papermill run whose kernel reaches max_lifetime '4s' in a ~20 s cell: papermill exits
+    non-zero long before the cell would have finished, the output notebook is written, the
+    running cell ends with a SandboxStopped error naming max_lifetime (the stop notice, not a bare
+    "Kernel died"), the next cell never runs, and nothing is left."""
+    make_kernelspec("hopx-short", max_lifetime="4s")
+    nb = notebook(
+        ("before", "print('before')"),
+        ("long", LONG_CELL),
+        ("after", "print('after')"),
+    )
+    nbformat.write(nb, folder / "in.ipynb")
+    log = folder.parent / "papermill.log"
+    started = time.monotonic()
+    assert run_papermill(folder, log=log, kernel="hopx-short") != 0, log.read_text()
+    elapsed = time.monotonic() - started
+    assert elapsed < 18, (elapsed, log.read_text())
+
+    assert (folder / "out.ipynb").exists(), log.read_text()
+    out = nbformat.read(folder / "out.ipynb", as_version=4)
+    assert stdout(cell(out, "before")) == "before\n"
+    long = cell(out, "long")
+    assert "long-cell-started" in stdout(long)
+    assert "tick 190" not in stdout(long)
+    errors = error_outputs(long)
+    assert [e["ename"] for e in errors] == ["SandboxStopped"], long.outputs
+    assert "max_lifetime" in errors[0]["evalue"]
+    assert "maximum lifetime of 4s" in errors[0]["evalue"]
+    assert cell(out, "after").outputs == []
+    assert cell(out, "after").execution_count is None
+    assert "SandboxStopped" in log.read_text()
+    assert_no_leaks(runtime_dir)
+    assert hopx_processes() == []
+    assert not list(runtime_dir.glob("kernel-*.json"))
+
+
+def test_nbclient_in_process_sees_the_stop_notice(
+    folder: Path, runtime_dir: Path, make_kernelspec: Callable[..., str]
+) -> None:
+    """nbclient in this process, with max_lifetime '4s': execution raises CellExecutionError for
+    the running cell with the SandboxStopped notice, the cell's outputs hold it, and nothing is
+    left once the client has shut the kernel down."""
+    make_kernelspec("hopx-short", max_lifetime="4s")
+    nb = notebook(("long", LONG_CELL), ("after", "print('after')"))
+    client = nbclient.NotebookClient(
+        nb, kernel_name="hopx-short", resources={"metadata": {"path": str(folder)}}, timeout=120
+    )
+    started = time.monotonic()
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as raised:
+        client.execute()
+    assert time.monotonic() - started < 18
+    assert raised.value.ename == "SandboxStopped"
+    assert "max_lifetime" in raised.value.evalue
+    (error,) = error_outputs(cell(nb, "long"))
+    assert error["ename"] == "SandboxStopped"
+    assert cell(nb, "after").outputs == []
+    assert_no_leaks(runtime_dir)
+    assert not list(runtime_dir.glob("kernel-*.json"))
+
+
+PAPERMILL = str(Path(sys.executable).with_name("papermill"))
+
+
+def papermill_command(folder: Path, *args: str, log: Path, kernel: str) -> subprocess.Popen[bytes]:
+    """The `papermill` command itself (as users run it, not `python -m`), in `folder`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [PAPERMILL, "in.ipynb", "out.ipynb", "-k", kernel, "--cwd", str(folder), *args],
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def hopx_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`jupyter hopx ...` as `python -m hopx_kernel.cli`, seeing this test's runtime directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "hopx_kernel.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_hopx_kill_stops_a_papermill_run_with_the_reason(
+    folder: Path, runtime_dir: Path, make_kernelspec: Callable[..., str]
+) -> None:
+    """`jupyter hopx list` shows a papermill run's sandbox with papermill as its owner and the
+    time left of its 10m lifetime; `jupyter hopx kill <kernel id prefix>` stops it and says so:
+    papermill fails, its output notebook shows the running cell ended with SandboxStopped
+    "killed by hand", the next cell never ran, and nothing is left."""
+    make_kernelspec("hopx-10m", max_lifetime="10m")
+    nb = notebook(
+        ("sleep", "print('sl' + 'eeping-now', flush=True)\nimport time\ntime.sleep(600)"),
+        ("after", "print('after')"),
+    )
+    nbformat.write(nb, folder / "in.ipynb")
+    log = folder.parent / "papermill.log"
+    process = papermill_command(folder, "--log-output", log=log, kernel="hopx-10m")
+    try:
+        assert wait_until(
+            lambda: "sleeping-now" in log.read_text() or process.poll() is not None, 120
+        )
+        assert process.poll() is None, log.read_text()
+        listing = hopx_cli("list", "--json")
+        assert listing.returncode == 0, listing.stderr
+        (row,) = json.loads(listing.stdout)
+        assert "papermill" in row["owner"]
+        assert 500 < row["lifetime_left_seconds"] <= 600
+        table = hopx_cli("list").stdout
+        assert "OWNER" in table
+        assert "ENDS IN" in table
+        assert "papermill" in table
+        kernel_id = row["kernel_id"]
+
+        killed = hopx_cli("kill", kernel_id[:8])
+        assert killed.returncode == 0, killed.stderr
+        assert f"Killed kernel {kernel_id} (sandbox {row['sandbox_id']})" in killed.stdout
+        assert process.wait(60) != 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    out = nbformat.read(folder / "out.ipynb", as_version=4)
+    errors = error_outputs(cell(out, "sleep"))
+    assert [(e["ename"], e["evalue"]) for e in errors] == [
+        ("SandboxStopped", "Hopx stopped this kernel: it was killed by hand.")
+    ]
+    assert cell(out, "after").outputs == []
+    assert cell(out, "after").execution_count is None
+    assert "killed by hand" in log.read_text()
+    assert_no_leaks(runtime_dir)
+    assert json.loads(hopx_cli("list", "--json").stdout) == []
+    assert not list(runtime_dir.glob("kernel-*.json"))
