@@ -74,24 +74,20 @@ class Server:
 
     def connect(self, kernel_id: str) -> KernelSocket:
         """A new kernel websocket, closed when the server fixture ends."""
-        ws_url = self.url.replace("http://", "ws://", 1)
-        ws = websocket.create_connection(
-            f"{ws_url}/api/kernels/{kernel_id}/channels?token={self.token}", timeout=60
-        )
-        kernel_socket = KernelSocket(ws)
+        kernel_socket = KernelSocket(self._websocket(f"/api/kernels/{kernel_id}/channels"))
         self.sockets.append(kernel_socket)
         return kernel_socket
 
     def events(self) -> EventStream:
         """A subscription to the server's event bus (`/api/events/subscribe`), as a frontend
         has; closed when the server fixture ends."""
-        ws_url = self.url.replace("http://", "ws://", 1)
-        ws = websocket.create_connection(
-            f"{ws_url}/api/events/subscribe?token={self.token}", timeout=60
-        )
-        stream = EventStream(ws)
+        stream = EventStream(self._websocket("/api/events/subscribe"))
         self.sockets.append(stream)
         return stream
+
+    def _websocket(self, path: str) -> websocket.WebSocket:
+        ws_url = self.url.replace("http://", "ws://", 1)
+        return websocket.create_connection(f"{ws_url}{path}?token={self.token}", timeout=60)
 
 
 HOPX_EVENTS = "https://events.hopx-kernel.org/sandbox/v1"
