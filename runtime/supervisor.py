@@ -473,6 +473,13 @@ def main() -> int:
         reason = supervisor.exit_reason()
         supervisor.cleanup()
         emit("exited", status=status, reason=reason)
+        if reason == "owner_died":
+            # Nobody is left to report this; stderr is still the owner's log (a file, journald).
+            print(
+                f"hopx supervisor: stopped sandbox {spec.sandbox_id} of kernel {spec.kernel_id}: "
+                "its owner is gone (owner_died)",
+                file=sys.stderr,
+            )
     return status
 
 

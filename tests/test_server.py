@@ -244,7 +244,8 @@ def test_out_of_memory_kernel_is_restarted_and_the_server_survives(
 
 
 def test_server_kill_9_leaves_nothing(server: Server, runtime_dir: Path) -> None:
-    """A Jupyter server killed with SIGKILL takes its sandboxes with it within seconds."""
+    """A Jupyter server killed with SIGKILL takes its sandboxes with it within seconds, and
+    each supervisor says why in the server's log (reason owner_died)."""
     kernel_ids = [server.start_kernel(), server.start_kernel(name="hopx-small")]
     records = [sandbox_record(runtime_dir, kernel_id) for kernel_id in kernel_ids]
     for record in records:
@@ -255,6 +256,8 @@ def test_server_kill_9_leaves_nothing(server: Server, runtime_dir: Path) -> None
     server.process.wait()
     assert_no_leaks(runtime_dir, timeout=10)
     assert not list(runtime_dir.glob("kernel-*.json"))
+    for kernel_id in kernel_ids:
+        assert f"kernel {kernel_id}: its owner is gone (owner_died)" in server.log()
 
 
 def test_server_sigterm_shuts_its_kernels_down(server: Server, runtime_dir: Path) -> None:
