@@ -404,3 +404,39 @@ def test_max_lifetime_counts_from_the_first_start_across_a_restart(
     assert ended >= first_started + 8.0 - 0.05
     assert ended < restarted + 8.0, (ended - first_started, restarted - first_started)
     shut_down(kernel, runtime_dir)
+
+
+# A cell that leaves a daemon behind: a grandchild in its own session, reparented to the
+# sandbox's init, ignoring SIGTERM and SIGHUP, that outlives the kernel unless the sandbox goes.
+ESCAPING_DAEMON = """
+import os, signal, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        while True:
+            time.sleep(0.1)
+    os._exit(0)
+os.wait()
+print("daemon started", flush=True)
+"""
+
+
+def test_a_daemon_the_kernel_leaves_behind_ends_with_the_sandbox(
+    start_kernel: StartKernel, runtime_dir: Path
+) -> None:
+    """A notebook cannot outlive its max lifetime by leaving a daemon behind (double fork, own
+    session, SIGTERM and SIGHUP ignored): when the lifetime ends, every process of the sandbox
+    goes, the daemon included, and nothing is left."""
+    kernel = start_kernel(max_lifetime="5s")
+    handle = handle_of(kernel)
+    kernel.kc.execute(ESCAPING_DAEMON)
+    assert "daemon started" in stdout_until(kernel, "daemon started", 30)
+    cgroup_procs = [Path(d, "cgroup.procs") for d in handle.started["cgroups"]]
+    assert len(cgroup_procs[0].read_text().split()) >= 3  # bwrap's init, the kernel, the daemon
+
+    assert wait_until(lambda: handle.poll() is not None, 5 + NOTICE_GRACE + TERMINATE_GRACE + 10)
+    assert handle.exit_reason == "max_lifetime"
+    assert not any(p.exists() for p in cgroup_procs)
+    shut_down(kernel, runtime_dir)
