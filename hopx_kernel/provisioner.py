@@ -43,7 +43,7 @@ from hopx_kernel.policy import POLICY_STOP_REASONS, CullPolicy
 from hopx_kernel.restarter import PolicyAwareRestarter
 from hopx_kernel.traits import ByteSize, Count, Cpus, Duration
 from runtime.bwrap import is_within
-from runtime.cgroups import SandboxCgroup, read_memory_usage
+from runtime.cgroups import SandboxCgroup, read_cpu_seconds, read_memory_usage
 from runtime.handle import SandboxStartError, SupervisorHandle
 from runtime.registry import is_supervisor
 from runtime.spec import (
@@ -540,14 +540,16 @@ class HopxProvisioner(KernelProvisionerBase):
         if self.supervisor is not None:
             self.supervisor.send("notice", reason=reason)
 
-    def usage(self) -> dict[str, int | None]:
-        """What the sandbox uses now: memory in bytes and its number of tasks."""
+    def usage(self) -> dict[str, float | None]:
+        """What the sandbox uses now: memory in bytes, its number of tasks, and the CPU time its
+        processes used so far in seconds."""
         started = self.supervisor.started if self.supervisor else {}
         directories = list(started.get("cgroups", []))
         memory = started.get("memory_cgroup")
         return {
             "memory_bytes": read_memory_usage(memory) if memory else None,
             "pids": len(SandboxCgroup("usage", directories).pids()) if directories else None,
+            "cpu_seconds": read_cpu_seconds(directories),
         }
 
     def emit_event(self, action: str, msg: str, **fields: Any) -> None:

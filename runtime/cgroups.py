@@ -100,9 +100,27 @@ def _write(path: str, value: str) -> None:
         f.write(value)
 
 
+# Controllers joined for their usage figures even when no limit needs them.
+USAGE_CONTROLLERS = ("memory", "cpuacct")
+
+
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
+
+
+def read_cpu_seconds(directories: list[str]) -> float | None:
+    """CPU time a sandbox used so far, in seconds, from whichever of its cgroup directories
+    counts it (cgroup v1 cpuacct, or any v2 cgroup); None if none does."""
+    for directory in directories:
+        with contextlib.suppress(OSError, ValueError):
+            return int(_read(os.path.join(directory, "cpuacct.usage"))) / 1e9
+        with contextlib.suppress(OSError, ValueError):
+            for line in _read(os.path.join(directory, "cpu.stat")).splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
+    return None
 
 
 def read_memory_usage(directory: str) -> int | None:
@@ -164,16 +182,21 @@ class SandboxCgroup:
                 )
             else:
                 hierarchies[controller] = hierarchy
-        # Usage figures: the memory controller is worth joining whenever the host has it.
-        if "memory" not in hierarchies and (memory := host.hierarchy_for("memory")):
-            hierarchies["memory"] = memory
+        # Usage figures: memory, and CPU time (cgroup v1 may keep cpuacct apart from cpu), are
+        # worth joining whenever the host has them.
+        for controller in USAGE_CONTROLLERS:
+            if controller not in hierarchies and (hierarchy := host.hierarchy_for(controller)):
+                hierarchies[controller] = hierarchy
 
         for controller, hierarchy in hierarchies.items():
             try:
                 directory = self._directory_in(hierarchy, parent)
-            except CgroupPermissionError as e:
-                if controller in wanted:  # a cgroup only for usage figures is not worth failing
-                    self._unenforceable(controller, str(e), allow)
+            except CgroupError as e:
+                if controller not in wanted:
+                    continue  # a cgroup only for usage figures is not worth failing
+                if not isinstance(e, CgroupPermissionError):
+                    raise
+                self._unenforceable(controller, str(e), allow)
                 continue
             self.by_controller[controller] = (directory, hierarchy.version)
             if controller in wanted:

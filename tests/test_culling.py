@@ -489,6 +489,9 @@ def test_the_rest_model_of_a_running_sandbox(
     assert usage["memory_bytes"] > 0
     assert isinstance(usage["pids"], int)
     assert usage["pids"] >= 1
+    # Starting ipykernel alone takes a good fraction of a CPU second.
+    assert isinstance(usage["cpu_seconds"], float)
+    assert usage["cpu_seconds"] > 0.05
     assert model["policy"] == {
         "idle_timeout": 90.0,
         "max_lifetime": 600.0,

@@ -1,0 +1,128 @@
+/**
+ * A typed client for the Hopx server extension's REST API (`/hopx/api/`), mirroring the JSON
+ * that hopx_kernel/culler.py returns, and the Hopx event schema.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export type CullReason = 'idle' | 'max_lifetime';
+
+export interface ILimits {
+  /** Bytes; 0 means no limit. */
+  memory: number;
+  /** Cores; 0 means no limit. */
+  cpus: number;
+  pids: number;
+  disk: number;
+}
+
+export interface IUsage {
+  memory_bytes: number | null;
+  pids: number | null;
+  /** CPU time used by the whole sandbox so far, in seconds. */
+  cpu_seconds: number | null;
+}
+
+export interface IPolicy {
+  idle_timeout: number;
+  max_lifetime: number;
+  cull_busy: boolean;
+  warn_before: number;
+  cull_interval: number;
+}
+
+export interface INextCull {
+  /** ISO 8601, UTC. */
+  at: string;
+  reason: CullReason;
+  in_seconds: number;
+}
+
+export interface ISandbox {
+  kernel_id: string;
+  kernel_name: string;
+  sandbox_id: string | null;
+  state: string | null;
+  started: string;
+  last_activity: string;
+  idle_since: string | null;
+  limits: ILimits;
+  usage: IUsage;
+  policy: IPolicy;
+  extended_until: string | null;
+  next_cull: INextCull | null;
+  stopping: boolean;
+}
+
+export interface IExtended extends ISandbox {
+  /** Whether the max lifetime cut the request short. */
+  capped: boolean;
+}
+
+/** The Hopx event schema's id (hopx_kernel/event_schemas/sandbox/v1.yaml). */
+export const EVENT_SCHEMA = 'https://events.hopx-kernel.org/sandbox/v1';
+
+export type EventAction =
+  | 'started'
+  | 'stopped'
+  | 'cull_warning'
+  | 'culled'
+  | 'killed'
+  | 'extended';
+
+export interface ISandboxEvent {
+  schema_id: string;
+  action: EventAction;
+  kernel_id: string;
+  msg: string;
+  kernel_name?: string;
+  sandbox_id?: string;
+  reason?: string;
+  cull_at?: string;
+  seconds_left?: number;
+  capped?: boolean;
+}
+
+export class HopxAPIError extends Error {}
+
+/** Requests to `/hopx/api/sandboxes` with the server's base URL, token and XSRF cookie. */
+export class SandboxClient {
+  constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+
+  list(): Promise<ISandbox[]> {
+    return this._request<ISandbox[]>('', { method: 'GET' });
+  }
+
+  get(kernelId: string): Promise<ISandbox> {
+    return this._request<ISandbox>(kernelId, { method: 'GET' });
+  }
+
+  async kill(kernelId: string): Promise<void> {
+    await this._request<null>(kernelId, { method: 'DELETE' });
+  }
+
+  extend(kernelId: string, seconds?: number): Promise<IExtended> {
+    const body = seconds === undefined ? '' : JSON.stringify({ seconds });
+    return this._request<IExtended>(`${kernelId}/extend`, { method: 'POST', body });
+  }
+
+  private async _request<T>(path: string, init: RequestInit): Promise<T> {
+    const url = URLExt.join(this.settings.baseUrl, 'hopx/api/sandboxes', path);
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(url, init, this.settings);
+    } catch (error) {
+      throw new ServerConnection.NetworkError(error as TypeError);
+    }
+    if (response.status === 204) {
+      return null as T;
+    }
+    const text = await response.text();
+    const data: unknown = text ? JSON.parse(text) : null;
+    if (!response.ok) {
+      const message = (data as { message?: string } | null)?.message ?? response.statusText;
+      throw new HopxAPIError(message);
+    }
+    return data as T;
+  }
+}

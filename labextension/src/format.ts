@@ -1,0 +1,94 @@
+/**
+ * Text for people: sizes, durations, countdowns to a cull. Pure functions, unit-tested.
+ */
+
+/** 39907328 -> "38.1 MiB"; 2147483648 -> "2 GiB". */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const digits = unit === 0 || Number.isInteger(value) ? 0 : 1;
+  return `${value.toFixed(digits)} ${units[unit]}`;
+}
+
+/** A duration for a label, to its largest two units: 42 s, 42 min, 1 h 5 min, 2 d 3 h. */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) {
+    return `${s} s`;
+  }
+  const minutes = Math.round(s / 60);
+  if (minutes < 60) {
+    return `${minutes} min`;
+  }
+  const hours = Math.floor(s / 3600);
+  if (hours < 24) {
+    const rest = Math.round((s - hours * 3600) / 60);
+    return rest ? `${hours} h ${rest} min` : `${hours} h`;
+  }
+  const days = Math.floor(s / 86400);
+  const rest = Math.round((s - days * 86400) / 3600);
+  return rest ? `${days} d ${rest} h` : `${days} d`;
+}
+
+/** Seconds from `now` (ms since the epoch) until an ISO 8601 time; never negative. */
+export function secondsUntil(iso: string, now: number): number {
+  return Math.max(0, (Date.parse(iso) - now) / 1000);
+}
+
+/** "idle cull in 42 min", "lifetime ends in 3 h 5 min", or "culling now". */
+export function cullCountdown(reason: string, seconds: number): string {
+  if (seconds < 1) {
+    return 'culling now';
+  }
+  const what = reason === 'idle' ? 'idle cull' : 'lifetime ends';
+  return `${what} in ${formatDuration(seconds)}`;
+}
+
+/** Per cent of one limit used, for a bar: 0..100; null when there is no limit or no figure. */
+export function percentOf(used: number | null, limit: number): number | null {
+  if (used === null || limit <= 0) {
+    return null;
+  }
+  return Math.min(100, Math.max(0, (100 * used) / limit));
+}
+
+/**
+ * CPU use in cores between two readings of a sandbox's CPU time (seconds), taken at two
+ * moments (ms since the epoch); null when it cannot be told.
+ */
+export function cpuCores(
+  before: { cpuSeconds: number | null; at: number } | undefined,
+  after: { cpuSeconds: number | null; at: number }
+): number | null {
+  if (!before || before.cpuSeconds === null || after.cpuSeconds === null) {
+    return null;
+  }
+  const wall = (after.at - before.at) / 1000;
+  if (wall <= 0 || after.cpuSeconds < before.cpuSeconds) {
+    return null;
+  }
+  return (after.cpuSeconds - before.cpuSeconds) / wall;
+}
+
+/** Why a kernel was stopped, as a sentence end: "was culled: it was idle too long". */
+export function stopReasonText(reason: string | undefined): string {
+  switch (reason) {
+    case 'idle':
+      return 'was culled: it was idle for longer than its idle timeout';
+    case 'max_lifetime':
+      return 'was culled: it reached its maximum lifetime';
+    case 'manual':
+      return 'was killed by hand';
+    case 'oom':
+      return 'ran out of memory and was killed';
+    case 'owner_died':
+      return 'was stopped because its server went away';
+    default:
+      return `stopped (${reason ?? 'unknown reason'})`;
+  }
+}

@@ -1,0 +1,70 @@
+import { strict as assert } from 'node:assert';
+import { test } from 'node:test';
+
+import {
+  cpuCores,
+  cullCountdown,
+  formatBytes,
+  formatDuration,
+  percentOf,
+  secondsUntil,
+  stopReasonText
+} from '../src/format';
+
+test('formatBytes uses binary units and one decimal where needed', () => {
+  assert.equal(formatBytes(0), '0 B');
+  assert.equal(formatBytes(1023), '1023 B');
+  assert.equal(formatBytes(1024), '1 KiB');
+  assert.equal(formatBytes(39907328), '38.1 MiB');
+  assert.equal(formatBytes(2 * 1024 ** 3), '2 GiB');
+  assert.equal(formatBytes(1536 * 1024 ** 4), '1536 TiB');
+});
+
+test('formatDuration keeps the two largest units', () => {
+  assert.equal(formatDuration(-3), '0 s');
+  assert.equal(formatDuration(42), '42 s');
+  assert.equal(formatDuration(59.6), '1 min');
+  assert.equal(formatDuration(42 * 60), '42 min');
+  assert.equal(formatDuration(3600), '1 h');
+  assert.equal(formatDuration(3900), '1 h 5 min');
+  assert.equal(formatDuration(86400), '1 d');
+  assert.equal(formatDuration(2 * 86400 + 3 * 3600), '2 d 3 h');
+});
+
+test('secondsUntil counts down to an ISO time and stops at zero', () => {
+  const now = Date.parse('2026-11-26T10:00:00Z');
+  assert.equal(secondsUntil('2026-11-26T10:00:42Z', now), 42);
+  assert.equal(secondsUntil('2026-11-26T09:59:00Z', now), 0);
+});
+
+test('cullCountdown names the reason', () => {
+  assert.equal(cullCountdown('idle', 42 * 60), 'idle cull in 42 min');
+  assert.equal(cullCountdown('max_lifetime', 3900), 'lifetime ends in 1 h 5 min');
+  assert.equal(cullCountdown('idle', 0.4), 'culling now');
+});
+
+test('percentOf is null without a limit or a figure, and capped at 100', () => {
+  assert.equal(percentOf(null, 100), null);
+  assert.equal(percentOf(5, 0), null);
+  assert.equal(percentOf(25, 100), 25);
+  assert.equal(percentOf(250, 100), 100);
+});
+
+test('cpuCores divides CPU time by wall time between two readings', () => {
+  const at = 1_000_000;
+  assert.equal(cpuCores(undefined, { cpuSeconds: 3, at }), null);
+  assert.equal(cpuCores({ cpuSeconds: null, at }, { cpuSeconds: 3, at: at + 1000 }), null);
+  assert.equal(cpuCores({ cpuSeconds: 1, at }, { cpuSeconds: 1.5, at: at + 1000 }), 0.5);
+  assert.equal(cpuCores({ cpuSeconds: 1, at }, { cpuSeconds: 1.5, at }), null);
+  // A counter that went back (a new sandbox after a restart) says nothing.
+  assert.equal(cpuCores({ cpuSeconds: 9, at }, { cpuSeconds: 1, at: at + 1000 }), null);
+});
+
+test('stopReasonText explains every stop reason', () => {
+  assert.match(stopReasonText('idle'), /idle/);
+  assert.match(stopReasonText('max_lifetime'), /maximum lifetime/);
+  assert.match(stopReasonText('manual'), /killed by hand/);
+  assert.match(stopReasonText('oom'), /out of memory/);
+  assert.match(stopReasonText('owner_died'), /server went away/);
+  assert.equal(stopReasonText('exited'), 'stopped (exited)');
+});

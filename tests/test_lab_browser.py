@@ -1,0 +1,167 @@
+"""The JupyterLab extension in a real browser (headless Chromium): the status bar item shows a
+Hopx kernel's memory limit, the Sandboxes panel lists the sandbox and kills it, and a short idle
+timeout brings a warning whose "Keep alive" action works, then the cull notification.
+
+Screenshots of every step go to artifacts/browser/ (kept by CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from conftest import wait_until
+from server_harness import Server
+
+SCREENSHOTS = Path(__file__).parent.parent / "artifacts" / "browser"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# A generous bound for anything the UI does (it polls the API every 5 s).
+UI_TIMEOUT = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Chromium is missing: scripts/bootstrap installs it (apt install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Server:
+    """A Jupyter server (with JupyterLab) whose Lab has no news pop-up and fresh workspaces."""
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "lab-settings"))
+    monkeypatch.setenv("JUPYTERLAB_WORKSPACES_DIR", str(tmp_path / "lab-workspaces"))
+    server: Server = request.getfixturevalue("server")
+    return server
+
+
+def write_notebook(server: Server, name: str, kernel: str) -> str:
+    """A one-cell notebook in the server's notebooks/ folder using `kernel`; its API path."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    nb.cells.append(nbformat.v4.new_code_cell("print(6 * 7)"))
+    nbformat.write(nb, server.root / "notebooks" / name)
+    return f"notebooks/{name}"
+
+
+def open_notebook(browser: Browser, server: Server, path: str, workspace: str) -> Page:
+    """Open `path` in a fresh Lab workspace and wait until its kernel is idle."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{server.url}/lab/workspaces/{workspace}/tree/{path}?reset&token={server.token}")
+    expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+    expect(
+        page.locator('.jp-NotebookPanel .jp-DebuggerBugButton[aria-disabled="false"]')
+    ).to_have_count(1, timeout=60_000)
+    return page
+
+
+def run_first_cell(page: Page) -> str:
+    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-OutputArea-output").first
+    expect(output).to_be_visible(timeout=UI_TIMEOUT)
+    return output.inner_text()
+
+
+def shoot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def only_kernel(server: Server) -> str:
+    kernels = server.api("GET", "/api/kernels").json()
+    assert len(kernels) == 1, kernels
+    return str(kernels[0]["id"])
+
+
+def open_sandboxes_panel(page: Page) -> None:
+    page.locator('.jp-SideBar [data-id="hopx-sandboxes"]').click()
+    expect(page.locator("#hopx-sandboxes")).to_be_visible(timeout=UI_TIMEOUT)
+
+
+def test_status_bar_panel_and_kill(
+    lab: Server, browser: Browser, make_kernelspec: Callable[..., str]
+) -> None:
+    """A notebook on a Hopx kernel (memory_limit 256M) runs a cell; the status bar shows the
+    sandbox with its memory limit and a countdown; the Sandboxes panel lists it with its
+    notebook, and killing it there (after confirming) stops the kernel for good and shows a
+    notification saying it was killed by hand."""
+    make_kernelspec("hopx-lab", memory_limit="256M", idle_timeout="1h")
+    path = write_notebook(lab, "status.ipynb", "hopx-lab")
+    page = open_notebook(browser, lab, path, "status")
+    assert run_first_cell(page).strip() == "42"
+    shoot(page, "01-cell-ran")
+
+    status = page.locator(".hopx-SandboxStatus")
+    expect(status).to_contain_text("/ 256 MiB", timeout=UI_TIMEOUT)
+    expect(status).to_contain_text("idle cull in", timeout=UI_TIMEOUT)
+    shoot(page, "02-status-bar")
+
+    kernel_id = only_kernel(lab)
+    open_sandboxes_panel(page)
+    card = page.locator(f'.hopx-SandboxCard[data-kernel-id="{kernel_id}"]')
+    expect(card).to_contain_text("status.ipynb", timeout=UI_TIMEOUT)
+    expect(card.locator('.hopx-Bar[data-resource="memory"]')).to_contain_text("256 MiB")
+    shoot(page, "03-sandboxes-panel")
+
+    card.locator(".hopx-SandboxCard-kill").click()
+    dialog = page.locator(".jp-Dialog")
+    expect(dialog).to_contain_text("Kill this sandbox?")
+    shoot(page, "04-kill-confirmation")
+    dialog.locator("button.jp-mod-warn").click()
+
+    expect(page.locator(".jp-toast-message, .Toastify__toast-body").first).to_contain_text(
+        "was killed by hand", timeout=UI_TIMEOUT
+    )
+    assert wait_until(lambda: lab.api("GET", "/api/kernels").json() == [], 30)
+    expect(card).to_have_count(0, timeout=UI_TIMEOUT)
+    shoot(page, "05-killed-notification")
+    page.close()
+
+
+def test_cull_warning_keep_alive_then_cull(
+    lab: Server, browser: Browser, make_kernelspec: Callable[..., str]
+) -> None:
+    """With idle_timeout 12s and warn_before 8s, an idle kernel brings a warning notification;
+    its "Keep alive" action pushes the cull back (the REST model's next cull moves later), and
+    when the kernel is finally culled a notification says it was idle too long."""
+    make_kernelspec("hopx-short", idle_timeout="12s", warn_before="8s", cull_interval="1s")
+    path = write_notebook(lab, "idle.ipynb", "hopx-short")
+    page = open_notebook(browser, lab, path, "idle")
+    assert run_first_cell(page).strip() == "42"
+    kernel_id = only_kernel(lab)
+
+    warning = page.locator(".Toastify__toast", has_text="idle cull in").first
+    expect(warning).to_be_visible(timeout=UI_TIMEOUT)
+    shoot(page, "06-cull-warning")
+    before: dict[str, Any] = lab.api("GET", f"/hopx/api/sandboxes/{kernel_id}").json()
+    warning.get_by_role("button", name="Keep alive").click()
+    expect(page.locator(".Toastify__toast", has_text="Kept alive").first).to_be_visible(
+        timeout=UI_TIMEOUT
+    )
+    after: dict[str, Any] = lab.api("GET", f"/hopx/api/sandboxes/{kernel_id}").json()
+    assert after["extended_until"] is not None
+    assert after["next_cull"]["at"] > before["next_cull"]["at"]
+    shoot(page, "07-kept-alive")
+
+    culled = page.locator(".Toastify__toast", has_text="was culled").first
+    expect(culled).to_contain_text("idle", timeout=60_000)
+    assert lab.api("GET", "/api/kernels").json() == []
+    shoot(page, "08-culled-notification")
+    page.close()
