@@ -303,7 +303,11 @@ def server(
             stderr=subprocess.STDOUT,
             env=env,
         )
-    srv = Server(process, f"http://127.0.0.1:{port}", token, root, log_path)
+    # A base URL (as JupyterHub gives each user's server) prefixes every path.
+    base_url = next(
+        (a.split("=", 1)[1] for a in server_args if a.startswith("--ServerApp.base_url=")), "/"
+    )
+    srv = Server(process, f"http://127.0.0.1:{port}{base_url.rstrip('/')}", token, root, log_path)
     try:
         wait_until(lambda: process.poll() is not None or srv.status_ok(), 60)
         assert srv.status_ok(), srv.log()[-3000:]

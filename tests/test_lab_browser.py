@@ -38,13 +38,27 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def lab(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Server:
-    """A Jupyter server (with JupyterLab) whose Lab has no news pop-up and fresh workspaces."""
+def theme() -> str:
+    """The JupyterLab theme; parametrize to change it."""
+    return "JupyterLab Light"
+
+
+@pytest.fixture
+def lab(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    theme: str,
+    server_args: list[str],
+) -> Server:
+    """A Jupyter server (with JupyterLab, started with `server_args`) whose Lab has no news
+    pop-up, fresh workspaces and the given theme."""
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
+    (settings / "themes.jupyterlab-settings").write_text(json.dumps({"theme": theme}))
     monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "lab-settings"))
     monkeypatch.setenv("JUPYTERLAB_WORKSPACES_DIR", str(tmp_path / "lab-workspaces"))
     server: Server = request.getfixturevalue("server")
@@ -81,6 +95,7 @@ def run_first_cell(page: Page) -> str:
 
 def shoot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(600)  # let notifications finish sliding in
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
@@ -135,17 +150,23 @@ def test_status_bar_panel_and_kill(
     page.close()
 
 
+@pytest.mark.parametrize("server_args", [["--ServerApp.base_url=/user/alice/"]])
+@pytest.mark.parametrize("theme", ["JupyterLab Dark"])
 def test_cull_warning_keep_alive_then_cull(
     lab: Server, browser: Browser, make_kernelspec: Callable[..., str]
 ) -> None:
-    """With idle_timeout 12s and warn_before 8s, an idle kernel brings a warning notification;
-    its "Keep alive" action pushes the cull back (the REST model's next cull moves later), and
-    when the kernel is finally culled a notification says it was idle too long."""
+    """Under a JupyterHub-style base URL (/user/alice/) and the dark theme: with idle_timeout
+    12s and warn_before 8s, an idle kernel brings a warning notification; its "Keep alive"
+    action pushes the cull back (the REST model's next cull moves later), and when the kernel
+    is finally culled a notification says it was idle too long."""
     make_kernelspec("hopx-short", idle_timeout="12s", warn_before="8s", cull_interval="1s")
     path = write_notebook(lab, "idle.ipynb", "hopx-short")
     page = open_notebook(browser, lab, path, "idle")
     assert run_first_cell(page).strip() == "42"
     kernel_id = only_kernel(lab)
+    assert "/user/alice/" in page.url
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")
+    expect(page.locator(".hopx-SandboxStatus")).to_contain_text("idle cull in", timeout=UI_TIMEOUT)
 
     warning = page.locator(".Toastify__toast", has_text="idle cull in").first
     expect(warning).to_be_visible(timeout=UI_TIMEOUT)
