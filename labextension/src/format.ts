@@ -21,18 +21,18 @@ export function formatDuration(seconds: number): string {
   if (s < 60) {
     return `${s} s`;
   }
+  // Round to the smaller unit first, so 59 min 57 s reads "1 h", not "0 h 60 min".
   const minutes = Math.round(s / 60);
   if (minutes < 60) {
     return `${minutes} min`;
   }
-  const hours = Math.floor(s / 3600);
-  if (hours < 24) {
-    const rest = Math.round((s - hours * 3600) / 60);
-    return rest ? `${hours} h ${rest} min` : `${hours} h`;
+  if (minutes < 24 * 60) {
+    const rest = minutes % 60;
+    return rest ? `${Math.floor(minutes / 60)} h ${rest} min` : `${minutes / 60} h`;
   }
-  const days = Math.floor(s / 86400);
-  const rest = Math.round((s - days * 86400) / 3600);
-  return rest ? `${days} d ${rest} h` : `${days} d`;
+  const hours = Math.round(s / 3600);
+  const rest = hours % 24;
+  return rest ? `${Math.floor(hours / 24)} d ${rest} h` : `${hours / 24} d`;
 }
 
 /** Seconds from `now` (ms since the epoch) until an ISO 8601 time; never negative. */

@@ -26,6 +26,9 @@ test('formatDuration keeps the two largest units', () => {
   assert.equal(formatDuration(59.6), '1 min');
   assert.equal(formatDuration(42 * 60), '42 min');
   assert.equal(formatDuration(3600), '1 h');
+  assert.equal(formatDuration(3597), '1 h');
+  assert.equal(formatDuration(2 * 3600 - 10), '2 h');
+  assert.equal(formatDuration(86399), '1 d');
   assert.equal(formatDuration(3900), '1 h 5 min');
   assert.equal(formatDuration(86400), '1 d');
   assert.equal(formatDuration(2 * 86400 + 3 * 3600), '2 d 3 h');
