@@ -1,4 +1,4 @@
-"""`jupyter hopx`: install the kernelspec, list running sandboxes, kill them."""
+"""`jupyter hopx`: install the kernelspec, list running sandboxes, kill them, check the host."""
 
 from __future__ import annotations
 
@@ -76,7 +76,28 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("kernel_ids", nargs="*", default=[], metavar="KERNEL_ID", help="or a prefix")
     which.add_argument("--all", action="store_true", help="every sandbox you may stop")
 
+    doctor_parser = commands.add_parser(
+        "doctor",
+        help="check that this host, as this user, can run Hopx kernels",
+        description="Check bubblewrap, user namespaces, seccomp and cgroups, then start a test "
+        "kernel. Exits 1 when a Hopx kernel cannot start here.",
+    )
+    doctor_parser.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor_parser.add_argument(
+        "--cgroup-parent", default="", help="the cgroup_parent setting to check, e.g. hopx.slice"
+    )
+    doctor_parser.add_argument(
+        "--allow-unenforced-limits",
+        action="store_true",
+        help="check as if allow_unenforced_limits were set",
+    )
+    doctor_parser.add_argument("--bwrap", default="bwrap", help="the bubblewrap executable")
+
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from hopx_kernel import doctor  # noqa: PLC0415 - starts a kernel; only needed here
+
+        return doctor.main(args)
     if args.command == "install":
         return _install(args)
     if args.command == "kill":

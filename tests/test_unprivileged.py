@@ -217,3 +217,55 @@ def test_unprivileged_server_may_run_without_limits_when_allowed(
     assert owner.report() == {"shutdown": True}
     assert owner.process.wait(30) == 0
     assert_no_leaks(owner.base / "runtime")
+
+
+def run_doctor_unprivileged(*args: str) -> tuple[int, dict[str, Any]]:
+    """`jupyter hopx doctor --json` run as UID; its exit status and report."""
+    base = Path(tempfile.mkdtemp(prefix="hx-d-", dir="/tmp"))
+    os.chown(base, UID, GID)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(base),
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+    }
+    try:
+        process = run_unprivileged(
+            [sys.executable, "-m", "hopx_kernel.cli", "doctor", "--json", *args], env
+        )
+        stdout, _ = process.communicate(timeout=120)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return process.returncode, dict(json.loads(stdout))
+
+
+def test_doctor_as_an_unprivileged_user(delegated_cgroup: str) -> None:
+    """As uid 65534, the doctor finds user namespaces allowed but no cgroup it may limit, fails
+    with a fix that names cgroup_parent and allow_unenforced_limits, and does not try a kernel.
+    Pointed at a delegated cgroup, every check passes and a test kernel starts; with
+    allow_unenforced_limits it starts too, the cgroup check saying what is not enforced."""
+    status, report = run_doctor_unprivileged()
+    checks = {c["name"]: c for c in report["checks"]}
+    assert status == 1
+    assert report["can_start"] is False
+    assert checks["user namespaces"] == {
+        "name": "user namespaces",
+        "ok": True,
+        "found": f"allowed for uid {UID}",
+        "fix": "",
+    }
+    assert checks["cgroups"]["ok"] is False
+    assert "cannot enforce the" in checks["cgroups"]["found"]
+    assert "cgroup_parent" in checks["cgroups"]["fix"]
+    assert "allow_unenforced_limits" in checks["cgroups"]["fix"]
+    assert checks["test kernel"]["found"] == "not tried: a check above failed"
+
+    status, report = run_doctor_unprivileged("--cgroup-parent", delegated_cgroup)
+    assert status == 0, report
+    assert all(c["ok"] for c in report["checks"]), report
+    assert delegated_cgroup in report["checks"][3]["found"]
+
+    status, report = run_doctor_unprivileged("--allow-unenforced-limits")
+    assert status == 0, report
+    cgroups = report["checks"][3]
+    assert "allowed by allow_unenforced_limits" in cgroups["found"]
+    assert report["checks"][4]["found"].startswith("started and answered in")

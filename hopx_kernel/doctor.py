@@ -1,0 +1,230 @@
+"""`jupyter hopx doctor`: can this host, as this user, run Hopx kernels? Each check says what it
+found, and when something is wrong, what to do about it.
+
+The last check starts a real sandboxed kernel and times it, so a pass means a kernel starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import IO, Any
+
+from hopx_kernel.host import user_namespace_problem
+from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup
+from runtime.spec import Limits
+
+MIN_BWRAP = (0, 5)
+# How long the test kernel may take to answer before the check fails.
+TEST_KERNEL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    found: str
+    # What to do about it, when not ok.
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The provisioner settings the checks use: those that decide whether a kernel starts."""
+
+    bwrap: str = "bwrap"
+    cgroup_parent: str = ""
+    allow_unenforced_limits: bool = False
+
+
+def check_bubblewrap(settings: Settings) -> Check:
+    path = shutil.which(settings.bwrap)
+    if path is None:
+        return Check(
+            "bubblewrap",
+            False,
+            f"{settings.bwrap} is not installed",
+            "install it: `apt install bubblewrap` or `dnf install bubblewrap`",
+        )
+    result = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"(\d+)\.(\d+)", result.stdout)
+    version = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    found = f"{result.stdout.strip() or 'unknown version'} at {path}"
+    if version < MIN_BWRAP:
+        return Check("bubblewrap", False, found, "Hopx needs bubblewrap 0.5 or newer; upgrade it")
+    return Check("bubblewrap", True, found)
+
+
+def check_user_namespaces(settings: Settings) -> Check:
+    problem = user_namespace_problem()
+    if problem:
+        found, _, fix = problem.partition("; ")
+        return Check("user namespaces", False, found, fix)
+    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    return Check("user namespaces", True, f"allowed for {who}")
+
+
+def check_seccomp(settings: Settings) -> Check:
+    try:
+        with open("/proc/self/status") as f:
+            available = any(line.startswith("Seccomp:") for line in f)
+    except OSError:
+        available = False
+    if not available:
+        return Check(
+            "seccomp",
+            False,
+            "this Linux kernel has no seccomp",
+            "use a kernel built with CONFIG_SECCOMP_FILTER (every major distribution's is)",
+        )
+    return Check("seccomp", True, "available")
+
+
+def check_cgroups(settings: Settings) -> Check:
+    """Make a cgroup with every default limit, as a sandbox would, and remove it again."""
+    host = CgroupHost.detect()
+    mode = _CGROUP_MODES.get(host.mode, host.mode)
+    where = f" under {settings.cgroup_parent!r}" if settings.cgroup_parent else ""
+    try:
+        cgroup = SandboxCgroup.create(
+            host,
+            f"hopx-doctor-{os.getpid()}",
+            Limits(),
+            parent=settings.cgroup_parent,
+            allow_unenforced=True,
+        )
+    except CgroupError as e:
+        return Check("cgroups", False, f"{mode}; {e}", _CGROUP_FIX)
+    cgroup.remove()
+    if cgroup.unenforced:
+        limits = ", ".join(u.partition(":")[0] for u in cgroup.unenforced)
+        why = cgroup.unenforced[0].partition(": ")[2]
+        found = f"{mode}{where}; cannot enforce the {limits} limits (first: {why})"
+        fix = _CGROUP_FIX
+        if settings.allow_unenforced_limits:
+            return Check("cgroups", True, found + " (allowed by allow_unenforced_limits)")
+        return Check("cgroups", False, found, fix)
+    return Check("cgroups", True, f"{mode}{where}; memory, CPU and process limits enforced")
+
+
+_CGROUP_MODES = {
+    "v1": "cgroup v1",
+    "v2": "cgroup v2",
+    "hybrid": "hybrid cgroups (v1 controllers, a v2 mount beside them)",
+}
+_CGROUP_FIX = (
+    "run as root, or have the admin delegate a cgroup to this user (cgroup v2: a delegated "
+    "subtree, e.g. the user's systemd slice; v1: a directory per controller chowned to the user) "
+    "and set cgroup_parent to it; or set allow_unenforced_limits = True to run without limits"
+)
+
+
+def check_test_kernel(settings: Settings) -> Check:
+    """Start a real Hopx kernel (ipykernel in a sandbox) and wait for its first answer."""
+    from jupyter_client.kernelspec import KernelSpecManager  # noqa: PLC0415 - slow imports
+    from jupyter_client.manager import KernelManager  # noqa: PLC0415
+
+    from hopx_kernel.kernelspec import kernelspec  # noqa: PLC0415 - imports the provisioner
+
+    config = {
+        "cgroup_parent": settings.cgroup_parent,
+        "allow_unenforced_limits": settings.allow_unenforced_limits,
+        "bwrap_path": settings.bwrap,
+        "workspace": "none",
+    }
+    with tempfile.TemporaryDirectory(prefix="hopx-doctor-") as kernels:
+        os.makedirs(os.path.join(kernels, "hopx-doctor"))
+        with open(os.path.join(kernels, "hopx-doctor", "kernel.json"), "w") as f:
+            json.dump(kernelspec(config, python=sys.executable), f)
+        km = KernelManager(
+            kernel_name="hopx-doctor", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels])
+        )
+        started = time.monotonic()
+        with _stderr_captured() as kernel_output:
+            try:
+                km.start_kernel()
+                client = km.client()
+                client.start_channels()
+                try:
+                    client.wait_for_ready(timeout=TEST_KERNEL_TIMEOUT)
+                finally:
+                    client.stop_channels()
+            except Exception as e:
+                kernel_output.seek(0)
+                said = kernel_output.read()[-2000:].decode(errors="replace").strip()
+                return Check(
+                    "test kernel",
+                    False,
+                    f"a sandboxed kernel did not start: {e}" + (f"\n{said}" if said else ""),
+                    "see the README's troubleshooting",
+                )
+            finally:
+                if km.has_kernel:
+                    km.shutdown_kernel(now=True)
+        took = time.monotonic() - started
+    return Check("test kernel", True, f"started and answered in {took:.2f} s")
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[IO[bytes]]:
+    """Meanwhile, this process's stderr (where a kernel's own output goes) goes to a file."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+CHECKS: list[Callable[[Settings], Check]] = [
+    check_bubblewrap,
+    check_user_namespaces,
+    check_seccomp,
+    check_cgroups,
+    check_test_kernel,
+]
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    results: list[Check] = []
+    for check in CHECKS:
+        if check is check_test_kernel and not all(r.ok for r in results):
+            results.append(Check("test kernel", False, "not tried: a check above failed"))
+            continue
+        results.append(check(settings))
+    return results
+
+
+def report(results: list[Check], *, as_json: bool) -> str:
+    can_start = all(r.ok for r in results)
+    if as_json:
+        return json.dumps({"can_start": can_start, "checks": [asdict(r) for r in results]})
+    lines = []
+    for result in results:
+        lines.append(f"{'OK  ' if result.ok else 'FAIL'}  {result.name:<16} {result.found}")
+        if result.fix:
+            lines.append(f"{'':22}fix: {result.fix}")
+    verdict = "Hopx kernels can start here." if can_start else "Hopx kernels cannot start here."
+    return "\n".join([*lines, verdict])
+
+
+def main(args: Any) -> int:
+    settings = Settings(
+        bwrap=args.bwrap,
+        cgroup_parent=args.cgroup_parent,
+        allow_unenforced_limits=args.allow_unenforced_limits,
+    )
+    results = run_checks(settings)
+    print(report(results, as_json=args.json))
+    return 0 if all(r.ok for r in results) else 1
