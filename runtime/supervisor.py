@@ -24,6 +24,7 @@ import contextlib
 import functools
 import json
 import os
+import resource
 import selectors
 import shutil
 import signal
@@ -182,6 +183,9 @@ class Supervisor:
         for procs in self.cgroup.procs_files():
             with open(procs, "w") as f:
                 f.write("0")
+        # No core dumps: a crashing kernel must not write its memory (keys included) anywhere,
+        # and the sandbox cannot raise a hard limit again.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if self.spec.host_uid is not None:
             self._stage(staged)
             gid = self.spec.host_gid if self.spec.host_gid is not None else self.spec.host_uid

@@ -903,3 +903,20 @@ def test_kernel_exit_by_killing_its_own_sandbox_leaves_nothing(
     kernel.kc.stop_channels()
     kernel.km.shutdown_kernel(now=True)
     assert_no_leaks(runtime_dir)
+
+
+def test_core_dumps_are_off_for_good(start_kernel: StartKernel) -> None:
+    """The kernel's core file size limit is 0, hard and soft, and raising it fails: a crash
+    cannot dump the kernel's memory (its keys included) to a file."""
+    kernel = start_kernel()
+    seen = probe(
+        kernel,
+        """
+        import json, resource
+        limit = resource.getrlimit(resource.RLIMIT_CORE)
+        raise_it = outcome(resource.setrlimit, resource.RLIMIT_CORE, (1 << 20, 1 << 20))
+        print(json.dumps({"limit": limit, "raise": raise_it}))
+        """,
+    )
+    assert seen["limit"] == [0, 0]
+    assert seen["raise"] != "ok"
