@@ -43,6 +43,23 @@ ETC_ALLOWLIST = (
 )
 
 
+# Kernel interfaces a notebook has no use for, hidden as container runtimes hide them: these
+# files get /dev/null bound over them (unreadable: bubblewrap's binds are nodev), these
+# directories an empty read-only tmpfs.
+PROC_MASKED_FILES = (
+    "kallsyms",
+    "kcore",
+    "keys",
+    "kmsg",
+    "latency_stats",
+    "sched_debug",
+    "sysrq-trigger",
+    "timer_list",
+    "timer_stats",
+)
+PROC_MASKED_DIRS = ("acpi", "asound", "bus", "fs", "irq", "scsi")
+
+
 @dataclass(frozen=True)
 class HostLayout:
     """The host's root filesystem, as far as building a sandbox root is concerned."""
@@ -53,6 +70,9 @@ class HostLayout:
     directories: tuple[str, ...]
     # /etc entries from the allowlist that exist on this host.
     etc_entries: tuple[str, ...]
+    # Entries of PROC_MASKED_FILES and PROC_MASKED_DIRS this host's /proc has.
+    proc_masked_files: tuple[str, ...] = ()
+    proc_masked_dirs: tuple[str, ...] = ()
 
     @classmethod
     def detect(cls, root: str = "/") -> HostLayout:
@@ -67,7 +87,18 @@ class HostLayout:
         etc = tuple(
             name for name in ETC_ALLOWLIST if os.path.lexists(os.path.join(root, "etc", name))
         )
-        return cls(tuple(symlinks), tuple(directories), etc)
+        proc = os.path.join(root, "proc")
+        return cls(
+            tuple(symlinks),
+            tuple(directories),
+            etc,
+            proc_masked_files=tuple(
+                n for n in PROC_MASKED_FILES if os.path.isfile(os.path.join(proc, n))
+            ),
+            proc_masked_dirs=tuple(
+                n for n in PROC_MASKED_DIRS if os.path.isdir(os.path.join(proc, n))
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -139,7 +170,13 @@ def _system(layout: HostLayout) -> list[str]:
     args += [
         a for name in layout.etc_entries for a in ("--ro-bind", f"/etc/{name}", f"/etc/{name}")
     ]
-    return [*args, "--proc", "/proc", "--dev", "/dev"]
+    args += ["--proc", "/proc"]
+    args += [
+        a for name in layout.proc_masked_files for a in ("--ro-bind", "/dev/null", f"/proc/{name}")
+    ]
+    for name in layout.proc_masked_dirs:
+        args += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
+    return [*args, "--dev", "/dev"]
 
 
 def _scratch(spec: SandboxSpec) -> list[str]:

@@ -117,3 +117,24 @@ def test_is_within() -> None:
     assert is_within("/a", "/a")
     assert not is_within("/ab", "/a")
     assert is_within("/tmp", "/")
+
+
+def test_proc_interfaces_are_masked_after_proc_is_mounted() -> None:
+    """The host's maskable /proc files get /dev/null and its directories an empty read-only
+    tmpfs, right after the new /proc is mounted (earlier they would land on the host's)."""
+    layout = HostLayout(
+        symlinks=(),
+        directories=("/usr",),
+        etc_entries=(),
+        proc_masked_files=("kcore", "keys"),
+        proc_masked_dirs=("acpi",),
+    )
+    argv = bwrap_argv(spec(), layout, FDS)
+    proc = argv.index("--proc")
+    assert argv[proc + 1] == "/proc"
+    assert argv[proc + 2 : proc + 13] == [
+        *("--ro-bind", "/dev/null", "/proc/kcore"),
+        *("--ro-bind", "/dev/null", "/proc/keys"),
+        *("--tmpfs", "/proc/acpi", "--remount-ro", "/proc/acpi"),
+    ]
+    assert argv[proc + 13] == "--dev"

@@ -29,6 +29,7 @@ import pytest
 
 from conftest import Kernel, assert_no_leaks, wait_until
 from hopx_kernel.kernelspec import kernelspec
+from runtime.bwrap import HostLayout
 
 StartKernel = Callable[..., Kernel]
 
@@ -920,3 +921,34 @@ def test_core_dumps_are_off_for_good(start_kernel: StartKernel) -> None:
     )
     assert seen["limit"] == [0, 0]
     assert seen["raise"] != "ok"
+
+
+def test_kernel_interfaces_in_proc_are_masked(start_kernel: StartKernel) -> None:
+    """The /proc files container runtimes mask (kallsyms, keys, kmsg, timer_list, ...) cannot be
+    read inside (a /dev/null on a nodev mount), and the directories (acpi, bus, fs, irq, ...) are
+    empty and read-only: no kernel addresses, keyring names, timers or device details."""
+    layout = HostLayout.detect()
+    assert layout.proc_masked_files or layout.proc_masked_dirs, "nothing to mask on this host?"
+    kernel = start_kernel()
+    seen = probe(
+        kernel,
+        """
+        import json, os
+        contents = {}
+        for n in FILES:
+            try:
+                contents[n] = len(open(f"/proc/{n}", "rb").read())
+            except OSError as e:
+                contents[n] = type(e).__name__
+        dirs = {n: {"entries": os.listdir(f"/proc/{n}"),
+                    "write": outcome(lambda p: open(p, "w").write("x"), f"/proc/{n}/x")}
+                for n in DIRS}
+        print(json.dumps({"files": contents, "dirs": dirs}))
+        """,
+        FILES=list(layout.proc_masked_files),
+        DIRS=list(layout.proc_masked_dirs),
+    )
+    assert seen["files"] == {name: "PermissionError" for name in layout.proc_masked_files}
+    for name in layout.proc_masked_dirs:
+        assert seen["dirs"][name]["entries"] == [], name
+        assert seen["dirs"][name]["write"] == ["OSError", "EROFS"], name
