@@ -952,3 +952,34 @@ def test_kernel_interfaces_in_proc_are_masked(start_kernel: StartKernel) -> None
     for name in layout.proc_masked_dirs:
         assert seen["dirs"][name]["entries"] == [], name
         assert seen["dirs"][name]["write"] == ["OSError", "EROFS"], name
+
+
+def test_cloud_metadata_and_public_addresses_are_unreachable(start_kernel: StartKernel) -> None:
+    """The cloud metadata service (169.254.169.254, and its IPv6 form fd00:ec2::254), a public
+    address by IP (no DNS involved) and UDP to a public resolver all fail at once with "network
+    unreachable": the sandbox has no route anywhere but its own loopback."""
+    kernel = start_kernel()
+    seen = probe(
+        kernel,
+        """
+        import json, socket
+        def tcp(family, address):
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect(address)
+        def udp(address):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(b"x", address)
+        print(json.dumps({
+            "metadata": outcome(tcp, socket.AF_INET, ("169.254.169.254", 80)),
+            "metadata_v6": outcome(tcp, socket.AF_INET6, ("fd00:ec2::254", 80)),
+            "public_ip": outcome(tcp, socket.AF_INET, ("1.1.1.1", 443)),
+            "public_udp": outcome(udp, ("8.8.8.8", 53)),
+        }))
+        """,
+    )
+    assert seen["metadata"] == ["OSError", "ENETUNREACH"]
+    assert seen["metadata_v6"][0] == "OSError"
+    assert seen["metadata_v6"][1] in ("ENETUNREACH", "EADDRNOTAVAIL")
+    assert seen["public_ip"] == ["OSError", "ENETUNREACH"]
+    assert seen["public_udp"] == ["OSError", "ENETUNREACH"]
