@@ -28,7 +28,7 @@ from typing import Any, cast
 import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-from jupyter_core.paths import jupyter_config_dir, jupyter_runtime_dir
+from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
 from traitlets import Bool, Int, List, TraitError, Unicode, default, validate
 
 from hopx_kernel import events
@@ -382,7 +382,9 @@ class HopxProvisioner(KernelProvisionerBase):
             self._check_sandbox_can_enter(workspace)
         python = cmd[0] if cmd else sys.executable
         read_only, symlinks = resolve_mounts([*python_paths(python), *self.read_only_paths])
-        hidden = [jupyter_runtime_dir(), jupyter_config_dir(), *self.hidden_paths]
+        # Every Jupyter config directory, not only the user's: an admin's token may sit in
+        # {sys.prefix}/etc/jupyter, which the kernel's own Python installation would expose.
+        hidden = [jupyter_runtime_dir(), *jupyter_config_path(), *self.hidden_paths]
         python_bin = os.path.dirname(shutil.which(python) or python)
         kernel_connection = {
             "transport": "tcp",

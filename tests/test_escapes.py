@@ -983,3 +983,41 @@ def test_cloud_metadata_and_public_addresses_are_unreachable(start_kernel: Start
     assert seen["metadata_v6"][1] in ("ENETUNREACH", "EADDRNOTAVAIL")
     assert seen["public_ip"] == ["OSError", "ENETUNREACH"]
     assert seen["public_udp"] == ["OSError", "ENETUNREACH"]
+
+
+def test_system_jupyter_config_dirs_are_hidden(
+    start_kernel: StartKernel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every Jupyter config directory is hidden, not only the user's: {sys.prefix}/etc/jupyter
+    (inside the kernel's own Python installation, which the sandbox sees) is empty inside, and
+    so is a config directory from JUPYTER_CONFIG_PATH holding a token, although the folder it
+    lies in is mounted. Controls: the rest of the prefix and of that folder stay visible."""
+    shared = tmp_path / "shared"
+    config = shared / "jupyter-config"
+    config.mkdir(parents=True)
+    (config / "jupyter_server_config.json").write_text('{"IdentityProvider": {"token": "hx-tok"}}')
+    (shared / "data.txt").write_text("shared data")
+    for path in (tmp_path, shared, config):
+        path.chmod(0o755)
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(config))
+    prefix_config = Path(sys.prefix) / "etc" / "jupyter"
+    assert any(prefix_config.iterdir()), "the test needs a non-empty {sys.prefix}/etc/jupyter"
+    kernel = start_kernel(read_only_paths=[str(shared)])
+    seen = probe(
+        kernel,
+        """
+        import json, os, sys
+        print(json.dumps({
+            "prefix_config": os.listdir(os.path.join(sys.prefix, "etc", "jupyter")),
+            "prefix_python": os.path.exists(os.path.join(sys.prefix, "bin", "python")),
+            "config": os.listdir(CONFIG),
+            "shared": sorted(os.listdir(SHARED)),
+        }))
+        """,
+        CONFIG=str(config),
+        SHARED=str(shared),
+    )
+    assert seen["prefix_config"] == []
+    assert seen["prefix_python"] is True
+    assert seen["config"] == []
+    assert seen["shared"] == ["data.txt", "jupyter-config"]
