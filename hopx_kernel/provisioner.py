@@ -57,6 +57,7 @@ from runtime.spec import (
     SandboxSpec,
     WorkspaceMode,
 )
+from runtime.units import format_duration
 
 # Constructor arguments jupyter_client itself passes; anything else must be a setting.
 _FRAMEWORK_KWARGS = {"kernel_id", "kernel_spec", "parent", "config", "log"}
@@ -436,8 +437,8 @@ class HopxProvisioner(KernelProvisionerBase):
         the notice is an IPython startup file)."""
         if not any("ipykernel" in arg for arg in cmd):
             return {}
-        lifetime = f" of {_duration(self.max_lifetime)}" if self.max_lifetime else ""
-        idle = f" of {_duration(self.idle_timeout)}" if self.idle_timeout else ""
+        lifetime = f" of {format_duration(self.max_lifetime)}" if self.max_lifetime else ""
+        idle = f" of {format_duration(self.idle_timeout)}" if self.idle_timeout else ""
         return {
             "max_lifetime": (
                 f"Hopx stopped this kernel: it reached its maximum lifetime{lifetime} "
@@ -634,15 +635,3 @@ def _use_policy_aware_restarter(km: Any) -> None:
     """
     if getattr(km, "restarter_class", None) is PolicyAwareRestarter.__base__:
         km.restarter_class = PolicyAwareRestarter
-
-
-def _duration(seconds: float) -> str:
-    """A duration for a sentence: 90 -> "1m30s", 86400 -> "24h"."""
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    parts = [
-        f"{hours}h" if hours else "",
-        f"{minutes}m" if minutes else "",
-        f"{secs}s" if secs else "",
-    ]
-    return "".join(parts) or "0s"

@@ -100,6 +100,18 @@ def parse_count(field: str, value: object) -> int:
     raise LimitError(msg)
 
 
+def format_duration(seconds: float) -> str:
+    """A duration the way settings spell it, to the second: 90 -> "1m30s", 86400 -> "24h"."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts) or "0s"
+
+
 def format_size(n: int) -> str:
     """The shortest exact binary-unit spelling of a size: 2147483648 -> "2G"."""
     for unit in ("T", "G", "M", "K"):

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.units import LimitError, format_size, parse_cpus, parse_duration, parse_size
+from runtime.units import (
+    LimitError,
+    format_duration,
+    format_size,
+    parse_cpus,
+    parse_duration,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -58,3 +65,11 @@ def test_cpus() -> None:
 )
 def test_format_size(n: int, text: str) -> None:
     assert format_size(n) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (4, "4s"), (90, "1m30s"), (3600, "1h"), (86400, "24h"), (3661.4, "1h1m1s")],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
