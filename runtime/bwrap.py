@@ -127,16 +127,18 @@ def bwrap_argv(
 ) -> list[str]:
     """The complete bubblewrap command line for `spec`.
 
-    `sources` maps a host path the sandbox should see to the path bubblewrap binds it from. When
-    the supervisor is root it stages paths the sandbox uid cannot reach (a home directory with
-    mode 0700) in a private mount namespace; otherwise every path binds from itself.
+    `sources` maps a host path the sandbox should see (or the bubblewrap executable) to the path
+    it is bound (or run) from. When the supervisor is root it stages paths the sandbox uid cannot
+    reach (a home directory with mode 0700) in a private mount namespace; otherwise every path
+    is used as it is.
     """
+    sources = sources or {}
     return [
-        spec.bwrap,
+        sources.get(spec.bwrap, spec.bwrap),
         *_namespaces(spec),
         *_system(layout),
         *_scratch(spec),
-        *_kernel_paths(spec, sources or {}),
+        *_kernel_paths(spec, sources),
         *[a for dest, fd in sorted(fds.files.items()) for a in ("--ro-bind-data", str(fd), dest)],
         *[
             a

@@ -35,7 +35,7 @@ import time
 from typing import Any
 
 from runtime import libc
-from runtime.bwrap import HostLayout, SandboxFds, bwrap_argv
+from runtime.bwrap import HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupHost, SandboxCgroup
 from runtime.relay import Relay
 from runtime.sandbox_files import generated_files
@@ -161,10 +161,15 @@ class Supervisor:
         self.sandbox_pid = self._read_info(info_r)
 
     def _staged_sources(self) -> dict[str, str]:
-        """Where each host path the sandbox sees is bound from, once staged for the sandbox uid."""
+        """Where each host path the sandbox sees is bound from, once staged for the sandbox uid.
+
+        bubblewrap itself runs inside the staging namespace, whose /tmp is covered: one kept
+        below /tmp is staged too."""
         paths = [*self.spec.read_only_paths]
         if self.spec.workspace and self.spec.workspace_mode != "none":
             paths.append(self.spec.workspace)
+        if is_within(self.spec.bwrap, os.path.dirname(STAGE_DIR)):
+            paths.append(self.spec.bwrap)
         return {path: f"{STAGE_DIR}/{i}" for i, path in enumerate(paths)}
 
     def _enter_sandbox_credentials(self, staged: dict[str, str]) -> None:

@@ -138,3 +138,12 @@ def test_proc_interfaces_are_masked_after_proc_is_mounted() -> None:
         *("--tmpfs", "/proc/acpi", "--remount-ro", "/proc/acpi"),
     ]
     assert argv[proc + 12] == "--dev"
+
+
+def test_bubblewrap_runs_from_its_stage_when_it_was_staged() -> None:
+    """A root supervisor stages a bubblewrap kept below /tmp (its namespace covers /tmp): the
+    argv then runs the staged copy; unstaged, it runs the configured path."""
+    below_tmp = spec(bwrap="/tmp/tools/bwrap")
+    assert bwrap_argv(below_tmp, LAYOUT, FDS)[0] == "/tmp/tools/bwrap"
+    staged = bwrap_argv(below_tmp, LAYOUT, FDS, sources={"/tmp/tools/bwrap": "/tmp/.stage/3"})
+    assert staged[0] == "/tmp/.stage/3"

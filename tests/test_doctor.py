@@ -5,11 +5,13 @@ missing bubblewrap fails with the fix and skips the test kernel; the JSON form s
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from conftest import hopx_processes
+from conftest import hopx_processes, leftovers
 
 CHECK_NAMES = ["bubblewrap", "user namespaces", "seccomp", "cgroups", "test kernel"]
 
@@ -66,3 +68,37 @@ def test_doctor_without_bubblewrap_fails_with_the_fix(runtime_dir: Path) -> None
         "found": "not tried: a check above failed",
         "fix": "",
     }
+
+
+FAKE_BWRAP = """#!/bin/sh
+if [ "$1" = "--version" ]; then echo "bubblewrap 0.8.0"; exit 0; fi
+echo "bwrap: simulated setup failure" >&2
+exit 1
+"""
+
+
+def test_doctor_reports_a_test_kernel_that_fails_to_start(runtime_dir: Path) -> None:
+    """A bubblewrap that claims a good version but cannot set a sandbox up passes the first
+    checks, then fails the test kernel with bubblewrap's own words in the finding; the exit
+    status is 1 and nothing is left behind."""
+    folder = Path(tempfile.mkdtemp(prefix="hx-fake-bwrap-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)  # the sandbox uid runs it when the doctor is root
+        bwrap = folder / "bwrap"
+        bwrap.write_text(FAKE_BWRAP)
+        bwrap.chmod(0o755)
+        result = doctor("--json", "--bwrap", str(bwrap))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["bubblewrap"]["ok"] is True
+    assert checks["cgroups"]["ok"] is True
+    kernel = checks["test kernel"]
+    assert kernel["ok"] is False
+    assert "a sandboxed kernel did not start" in kernel["found"]
+    assert "simulated setup failure" in kernel["found"]
+    assert kernel["fix"]
+    assert not hopx_processes()
+    assert leftovers(runtime_dir) == []

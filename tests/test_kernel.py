@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -240,3 +242,17 @@ def test_provisioner_info_finds_the_sandbox_again(
     kernel.km.shutdown_kernel()
     assert asyncio.run(_reloaded_poll(kernel.km, info)) == 0
     assert_no_leaks(runtime_dir)
+
+
+def test_a_bubblewrap_kept_below_tmp_works(start_kernel: Callable[..., Kernel]) -> None:
+    """bwrap_path may name a bubblewrap below /tmp, which a root supervisor's staging namespace
+    covers with its own tmpfs: it is staged like the kernel's paths, and the kernel runs."""
+    folder = Path(tempfile.mkdtemp(prefix="hx-bwrap-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        bwrap = folder / "bwrap"
+        shutil.copy(shutil.which("bwrap") or "/usr/bin/bwrap", bwrap)
+        kernel = start_kernel(bwrap_path=str(bwrap))
+        assert kernel.value("import json, os; print(json.dumps(os.getuid()))") == 1000
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
