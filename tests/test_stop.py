@@ -9,6 +9,7 @@ generous, and lower bounds only where the supervisor's own timers guarantee them
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -19,12 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from jupyter_client.ioloop.manager import AsyncIOLoopKernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from conftest import TEST_SETTINGS, Kernel, assert_no_leaks, wait_until
 from hopx_kernel.kernelspec import kernelspec
 from hopx_kernel.provisioner import HopxProvisioner
+from hopx_kernel.restarter import PolicyAwareRestarter
 from runtime.handle import SupervisorHandle
 from runtime.stop_notice import NOTICE_REASONS, notice_signal
 from runtime.supervisor import NOTICE_GRACE, TERMINATE_GRACE
@@ -440,3 +443,37 @@ def test_a_daemon_the_kernel_leaves_behind_ends_with_the_sandbox(
     assert handle.exit_reason == "max_lifetime"
     assert not any(p.exists() for p in cgroup_procs)
     shut_down(kernel, runtime_dir)
+
+
+async def test_a_plain_auto_restarting_manager_leaves_a_killed_kernel_down(
+    runtime_dir: Path, workspace: Path, kernels_dir: Path, make_kernelspec: Callable[..., str]
+) -> None:
+    """Outside a Jupyter server, an asyncio KernelManager with auto-restart (as a custom app
+    would use) whose kernel is killed by hand (SIGTERM to the supervisor, as `jupyter hopx
+    kill` does) does not restart it: the restarter shuts the kernel down for good, reports it
+    dead, and nothing is left."""
+    name = make_kernelspec("hopx-auto")
+    km = AsyncIOLoopKernelManager(
+        kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)])
+    )
+    await km.start_kernel(cwd=str(workspace))
+    dead: list[bool] = []
+    km.add_restart_callback(lambda: dead.append(True), "dead")
+    restarts: list[bool] = []
+    km.add_restart_callback(lambda: restarts.append(True), "restart")
+    try:
+        assert isinstance(km._restarter, PolicyAwareRestarter)
+        supervisor = provisioner_of(km).supervisor
+        assert supervisor is not None
+        os.kill(supervisor.pid, signal.SIGTERM)
+        deadline = time.monotonic() + NOTICE_GRACE + TERMINATE_GRACE + 3 * 3.0 + MARGIN
+        while not dead and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert dead, "the restarter never reported the kernel dead"
+        assert restarts == []
+        assert provisioner_of(km).last_exit_reason == "manual"
+        assert not km.has_kernel
+    finally:
+        if km.has_kernel:
+            await km.shutdown_kernel(now=True)
+    assert_no_leaks(runtime_dir)
