@@ -530,7 +530,7 @@ class HopxProvisioner(KernelProvisionerBase):
             await asyncio.to_thread(supervisor.cleanup)
             self._unannounced, self.supervisor = supervisor, None
         if self._unannounced is not None:
-            self._emit_stopped(self._unannounced, restart)
+            self._emit_stopped(self._unannounced)
             self._unannounced = None
         if not restart:
             shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -572,8 +572,8 @@ class HopxProvisioner(KernelProvisionerBase):
         except Exception:
             self.log.exception("Hopx: could not emit the %s event of %s", action, self.kernel_id)
 
-    def _emit_stopped(self, supervisor: SupervisorHandle, restart: bool) -> None:
-        reason = "restart" if restart and not self.last_exit_reason else self.last_exit_reason
+    def _emit_stopped(self, supervisor: SupervisorHandle) -> None:
+        reason = self.last_exit_reason
         if reason in ("idle", "max_lifetime"):
             action, msg = "culled", f"Kernel {self.kernel_id} was culled ({reason})."
         elif reason == "manual":

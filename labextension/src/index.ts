@@ -33,19 +33,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     if (statusBar) {
       const status = new SandboxStatus(model, notebooks);
-      const item = statusBar.registerStatusItem('hopx-kernel-labextension:status', {
+      statusBar.registerStatusItem('hopx-kernel-labextension:status', {
         item: status,
         align: 'left',
         rank: 5,
         isActive: () => status.isActive,
         activeStateChanged: model.changed
       });
-      void item;
     }
     if (labShell) {
       const panel = new SandboxPanel(model, services.sessions);
       labShell.add(panel, 'left', { rank: 900 });
-      labShell.currentChanged.connect(() => void model.refresh());
     }
   }
 };

@@ -37,9 +37,6 @@ export class SandboxStatus extends Widget {
     return this.sandbox !== undefined;
   }
 
-  /** Called when the status bar may need to hide or show the item. */
-  activeChanged: (() => void) | null = null;
-
   dispose(): void {
     window.clearInterval(this._ticker);
     super.dispose();
@@ -47,7 +44,6 @@ export class SandboxStatus extends Widget {
 
   protected onUpdateRequest(): void {
     const sandbox = this.sandbox;
-    this.activeChanged?.();
     if (!sandbox) {
       this._text.textContent = '';
       return;
