@@ -21,9 +21,8 @@ c.HopxProvisioner.hidden_paths = []
 c.HopxProvisioner.env_allowlist = ["LANG", "LANGUAGE", "LC_*", "TZ"]
 # Start even where a limit cannot be enforced (with a warning) instead of failing.
 c.HopxProvisioner.allow_unenforced_limits = False
-# Host uid/gid of the sandbox when the server runs as root (never uid 0).
-c.HopxProvisioner.sandbox_uid = 65534
-c.HopxProvisioner.sandbox_gid = 65534
+# When the server runs as root: host uids for sandboxes, one of its own per running sandbox.
+c.HopxProvisioner.sandbox_uid_range = "1879048192-1879113727"
 # Timeout policy (applied by the hopx_kernel server extension; max_lifetime also without a server).
 # Hard cap on a kernel's age from its first start, busy or not; "8h", "90m"; 0 disables it.
 c.HopxProvisioner.max_lifetime = "24h"

@@ -29,7 +29,7 @@ import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
-from traitlets import Bool, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, List, TraitError, Unicode, default, validate
 
 from hopx_kernel import events
 from hopx_kernel.environment import (
@@ -41,10 +41,12 @@ from hopx_kernel.environment import (
 from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
 from hopx_kernel.policy import POLICY_STOP_REASONS, CullPolicy
 from hopx_kernel.restarter import PolicyAwareRestarter
-from hopx_kernel.traits import ByteSize, Count, Cpus, Duration
+from hopx_kernel.traits import ByteSize, Count, Cpus, Duration, UidRangeText
 from runtime.bwrap import is_within
 from runtime.cgroups import SandboxCgroup, read_cpu_seconds, read_memory_usage
 from runtime.handle import SandboxStartError, SupervisorHandle
+from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
+from runtime.host_uids import accounts_in_range, parse_uid_range
 from runtime.registry import is_supervisor
 from runtime.spec import (
     CHANNEL_PORTS,
@@ -128,16 +130,13 @@ class HopxProvisioner(KernelProvisionerBase):
         help="""Start kernels even where the host cannot enforce a limit (a missing cgroup
         controller, no delegated cgroup), with a warning. By default such a start fails.""",
     )
-    sandbox_uid = Int(
-        65534,
+    sandbox_uid_range = UidRangeText(
+        DEFAULT_UID_RANGE,
         config=True,
-        help="""Host uid the sandbox runs as when the server runs as root (a sandbox never runs
-        as host uid 0). Ignored otherwise: the sandbox then runs as the server's own user.""",
-    )
-    sandbox_gid = Int(
-        65534,
-        config=True,
-        help="""Host gid the sandbox runs as when the server runs as root.""",
+        help="""When the server runs as root: the host uids ("FIRST-LAST") sandboxes run as, one
+        of its own for each running sandbox (its gid has the same number). No account of the
+        host may lie in it. Ignored otherwise: the sandbox then runs as the server's own
+        user.""",
     )
     max_lifetime = Duration(
         "24h",
@@ -379,8 +378,10 @@ class HopxProvisioner(KernelProvisionerBase):
         workspace: str | None = cwd
         if self.workspace == "none" or cwd == "/":
             workspace = None  # the whole host is never a workspace
-        if workspace and os.geteuid() == 0:
-            self._check_sandbox_can_enter(workspace)
+        if os.geteuid() == 0:
+            self._check_uid_range_is_free()
+            if workspace:
+                self._check_sandbox_can_enter(workspace)
         python = cmd[0] if cmd else sys.executable
         read_only, symlinks = resolve_mounts([*python_paths(python), *self.read_only_paths])
         # Every Jupyter config directory, not only the user's: an admin's token may sit in
@@ -423,8 +424,7 @@ class HopxProvisioner(KernelProvisionerBase):
             hidden_files=(os.path.realpath(km.connection_file),),
             symlinks=tuple(symlinks),
             cwd=workspace or SANDBOX_HOME,
-            host_uid=self.sandbox_uid if root else None,
-            host_gid=self.sandbox_gid if root else None,
+            host_uid_range=self.sandbox_uid_range if root else None,
             owner_files=(os.path.realpath(km.connection_file),),
             max_lifetime=self._lifetime_left() or 0.0,
             stop_notices=self._stop_notices(cmd),
@@ -457,21 +457,27 @@ class HopxProvisioner(KernelProvisionerBase):
             env["JPY_SESSION_NAME"] = session
         return env
 
-    def _check_sandbox_can_enter(self, folder: str) -> None:
-        """A root server's sandbox runs as sandbox_uid: fail now, naming the folder, if that uid
-        could not enter the notebook's folder (bubblewrap would only say "Can't chdir")."""
-        info = os.stat(folder)
-        if info.st_uid == self.sandbox_uid:
-            allowed = info.st_mode & 0o500 == 0o500
-        elif info.st_gid == self.sandbox_gid:
-            allowed = info.st_mode & 0o050 == 0o050
-        else:
-            allowed = info.st_mode & 0o005 == 0o005
-        if not allowed:
+    def _check_uid_range_is_free(self) -> None:
+        """A sandbox uid that is also an account's would act as that account on the host."""
+        taken = accounts_in_range(parse_uid_range("sandbox_uid_range", self.sandbox_uid_range))
+        if taken:
             msg = (
-                f"the notebook folder {folder} is not readable by the sandbox's uid "
-                f"{self.sandbox_uid}; make it readable (chmod o+rx), move the notebook to "
-                "its own folder, or set workspace = 'none'"
+                f"sandbox_uid_range {self.sandbox_uid_range} holds host accounts: "
+                f"{', '.join(taken[:3])}; choose a range no account uses, e.g. "
+                f"'{DEFAULT_UID_RANGE}'"
+            )
+            raise RuntimeError(msg)
+
+    @staticmethod
+    def _check_sandbox_can_enter(folder: str) -> None:
+        """A root server's sandbox runs as a uid of its own, which owns nothing on the host: fail
+        now, naming the folder, if others could not enter the notebook's folder (bubblewrap
+        would only say "Can't chdir")."""
+        if os.stat(folder).st_mode & 0o005 != 0o005:
+            msg = (
+                f"the notebook folder {folder} is not readable by the sandbox's uid, which is "
+                "not its owner's; make it readable (chmod o+rx), move the notebook to its own "
+                "folder, or set workspace = 'none'"
             )
             raise RuntimeError(msg)
 

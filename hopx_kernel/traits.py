@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from traitlets import TraitError, TraitType
 
+from runtime.host_uids import parse_uid_range
 from runtime.units import LimitError, parse_count, parse_cpus, parse_duration, parse_size
 
 T = TypeVar("T")
@@ -56,3 +57,14 @@ class Count(_ParsedTrait[int]):
     parse = staticmethod(parse_count)
     default_value = 0
     info_text = "a whole number such as 512"
+
+
+class UidRangeText(_ParsedTrait[str]):
+    """An inclusive range of host uids, "FIRST-LAST", never including root."""
+
+    @staticmethod
+    def parse(field: str, value: object) -> str:
+        return str(parse_uid_range(field, value))
+
+    default_value = "1879048192-1879113727"
+    info_text = "a uid range such as '1879048192-1879113727'"

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
+import signal
 import socket
 import struct
 
@@ -28,6 +29,9 @@ _OPEN_TREE_CLONE = 0x1
 _AT_RECURSIVE = 0x8000
 _AT_FDCWD = -100
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_NR_MOUNT_SETATTR = 442
+_AT_EMPTY_PATH = 0x1000
+_MOUNT_ATTR_IDMAP = 0x00100000
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -90,6 +94,58 @@ def attach_tree(tree_fd: int, target: str) -> None:
         ),
         f"move_mount {target}",
     )
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+def idmap_tree(tree_fd: int, userns_fd: int) -> None:
+    """Make a tree from clone_tree() an idmapped mount: ownership inside it is translated
+    through the uid/gid maps of the user namespace `userns_fd` (see user_namespace_fd)."""
+    attr = _MountAttr(attr_set=_MOUNT_ATTR_IDMAP, userns_fd=userns_fd)
+    _check(
+        _libc.syscall(
+            _NR_MOUNT_SETATTR,
+            ctypes.c_int(tree_fd),
+            b"",
+            ctypes.c_uint(_AT_EMPTY_PATH | _AT_RECURSIVE),
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+        ),
+        "mount_setattr",
+    )
+
+
+def user_namespace_fd(uid_map: str, gid_map: str) -> int:
+    """An fd of a new, empty user namespace with the given maps ("inside outside count"), for
+    an idmapped mount. Needs CAP_SETUID/CAP_SETGID: maps of any host ids are written.
+
+    A throwaway child creates the namespace and stops; it is gone once the fd is open.
+    """
+    pid = os.fork()
+    if pid == 0:  # the child: plain system calls only, then wait to be killed
+        try:
+            unshare(CLONE_NEWUSER)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        msg = "cannot create a user namespace for an idmapped mount"
+        raise OSError(msg)
+    try:
+        _write_file(f"/proc/{pid}/uid_map", uid_map)
+        _write_file(f"/proc/{pid}/gid_map", gid_map)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 def prctl(option: int, arg: int) -> None:

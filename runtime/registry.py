@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.cgroups import CgroupHost, SandboxCgroup, read_memory_usage, stale_cgroups
+from runtime.host_uids import sweep_claims
 from runtime.supervisor import CGROUP_PREFIX, STATE_RECORD
 
 # A kernel directory without a record is normal between a restart's stop and start; only one this
@@ -90,6 +91,7 @@ def sweep(state_root: str, cgroup_parent: str = "", host: CgroupHost | None = No
             if entry.is_dir() and not has_record and age > ABANDONED_AFTER:
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed.append(entry.path)
+    removed += sweep_claims()
     for directory in stale_cgroups(host or CgroupHost.detect(), CGROUP_PREFIX, cgroup_parent):
         _, _, pid = directory.rpartition(".")
         if pid.isdigit() and not is_supervisor(int(pid)):

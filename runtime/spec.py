@@ -89,9 +89,9 @@ class SandboxSpec:
     symlinks: tuple[tuple[str, str], ...] = ()
     cwd: str = SANDBOX_HOME
     hostname: str = "hopx"
-    # Host uid/gid the sandbox runs as when the supervisor is root; None when it is not root.
-    host_uid: int | None = None
-    host_gid: int | None = None
+    # When the supervisor is root: the range ("FIRST-LAST") it takes the sandbox's own host uid
+    # (and gid) from. None when it is not root: the sandbox then runs as the supervisor's user.
+    host_uid_range: str | None = None
     # Host files removed if the owner (server, papermill) dies without cleaning up.
     owner_files: tuple[str, ...] = ()
     # Hard cap on the sandbox's age in seconds, enforced by the supervisor; 0 disables it.

@@ -37,11 +37,13 @@ from typing import Any
 from runtime import libc
 from runtime.bwrap import HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupHost, SandboxCgroup
+from runtime.host_uids import UidClaim, UidsExhausted, claim_uid, parse_uid_range
 from runtime.relay import Relay
 from runtime.sandbox_files import generated_files
 from runtime.seccomp import build_filter
 from runtime.spec import CONNECTION_FILE, MAX_SPEC_BYTES, SandboxSpec
 from runtime.stop_notice import STARTUP_FILE, notice_signal, startup_file
+from runtime.units import LimitError
 
 STATE_RECORD = "sandbox.json"
 CGROUP_PREFIX = "hopx-"
@@ -86,6 +88,8 @@ class Supervisor:
         # The next step of a graceful stop under way: ("terminate" | "kill", when).
         self._escalation: tuple[str, float] | None = None
         self._signal_r, self._signal_w = os.pipe()
+        # The sandbox's own host uid, when a root supervisor took one from the range.
+        self.uid_claim: UidClaim | None = None
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -99,6 +103,8 @@ class Supervisor:
             allow_unenforced=spec.allow_unenforced_limits,
         )
         self._oom_kills_at_start = self.cgroup.oom_kills()
+        if spec.host_uid_range is not None:
+            self.uid_claim = self._claim_host_uid(spec.host_uid_range)
         # A network namespace needs a single-threaded process: do it before any thread starts.
         try:
             libc.enter_private_network(unprivileged=os.geteuid() != 0)
@@ -112,6 +118,14 @@ class Supervisor:
         self.alive.set()
         self._spawn_bwrap()
         self._write_state_record()
+
+    @staticmethod
+    def _claim_host_uid(uid_range: str) -> UidClaim:
+        try:
+            return claim_uid(parse_uid_range("sandbox_uid_range", uid_range))
+        except (LimitError, UidsExhausted) as e:
+            msg = f"{e}; stop a kernel, or widen sandbox_uid_range"
+            raise StartError(msg) from e
 
     def _spawn_bwrap(self) -> None:
         spec = self.spec
@@ -129,7 +143,8 @@ class Supervisor:
             files=file_fds,
             writable_files={CONNECTION_FILE: connection_fd},
         )
-        staged = self._staged_sources() if spec.host_uid is not None else {}
+        staged = self._staged_sources() if self.uid_claim is not None else {}
+        idmaps = self._workspace_idmap() if self.uid_claim is not None else {}
         argv = bwrap_argv(spec, HostLayout.detect(), fds, sources=staged)
         inherited = [seccomp_fd, info_w, connection_fd, *file_fds.values()]
         # The forwarder thread starts only after fork: preexec_fn and threads do not mix.
@@ -146,12 +161,12 @@ class Supervisor:
                 cwd="/",
                 # No other thread exists yet (the forwarder starts after the fork).
                 preexec_fn=functools.partial(  # noqa: PLW1509
-                    self._enter_sandbox_credentials, staged
+                    self._enter_sandbox_credentials, staged, idmaps
                 ),
             )
         except (OSError, subprocess.SubprocessError) as e:
             failure = e
-        for fd in (*inherited, err_w):
+        for fd in (*inherited, *idmaps.values(), err_w):
             os.close(fd)
         forwarder.start()
         if failure is not None:
@@ -172,36 +187,53 @@ class Supervisor:
             paths.append(self.spec.bwrap)
         return {path: f"{STAGE_DIR}/{i}" for i, path in enumerate(paths)}
 
-    def _enter_sandbox_credentials(self, staged: dict[str, str]) -> None:
+    def _workspace_idmap(self) -> dict[str, int]:
+        """A read-write notebook folder is mounted idmapped: its owner's files are the sandbox
+        uid's inside, and what the kernel writes belongs to that owner on the host, not to a
+        uid that the next sandbox, with another uid, could not change.
+
+        Returns {folder: user namespace fd holding the mapping}."""
+        spec, claim = self.spec, self.uid_claim
+        if claim is None or not spec.workspace or spec.workspace_mode != "rw":
+            return {}
+        owner = os.stat(spec.workspace)
+        fd = libc.user_namespace_fd(
+            uid_map=f"{owner.st_uid} {claim.uid} 1", gid_map=f"{owner.st_gid} {claim.uid} 1"
+        )
+        return {spec.workspace: fd}
+
+    def _enter_sandbox_credentials(self, staged: dict[str, str], idmaps: dict[str, int]) -> None:
         """In the child, before exec'ing bwrap: join the cgroup, stage, drop to the sandbox uid.
 
         Runs between fork and exec, so only plain system calls happen here. subprocess reports
         a failure here only as "Exception occurred in preexec_fn", so say what it was on stderr.
         """
         try:
-            self._join_cgroup_and_drop_privileges(staged)
+            self._join_cgroup_and_drop_privileges(staged, idmaps)
         except BaseException as e:
             os.write(2, f"hopx: preparing the sandbox process failed: {e!r}\n".encode())
             raise
 
-    def _join_cgroup_and_drop_privileges(self, staged: dict[str, str]) -> None:
+    def _join_cgroup_and_drop_privileges(
+        self, staged: dict[str, str], idmaps: dict[str, int]
+    ) -> None:
         for procs in self.cgroup.procs_files():
             with open(procs, "w") as f:
                 f.write("0")
         # No core dumps: a crashing kernel must not write its memory (keys included) anywhere,
         # and the sandbox cannot raise a hard limit again.
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if self.spec.host_uid is not None:
-            self._stage(staged)
-            gid = self.spec.host_gid if self.spec.host_gid is not None else self.spec.host_uid
+        if self.uid_claim is not None:
+            self._stage(staged, idmaps)
+            uid = self.uid_claim.uid  # the sandbox's own group has the same number
             os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(self.spec.host_uid, self.spec.host_uid, self.spec.host_uid)
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
         # Changing credentials clears the parent-death signal, so set it afterwards.
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
 
     @staticmethod
-    def _stage(staged: dict[str, str]) -> None:
+    def _stage(staged: dict[str, str], idmaps: dict[str, int]) -> None:
         """Make host paths the sandbox uid could not traverse (a 0700 home) reachable by it.
 
         A private mount namespace gets its own /tmp with the paths bound below it; bubblewrap,
@@ -211,6 +243,17 @@ class Supervisor:
         libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
         # Copies taken before /tmp is covered: a staged path may be /tmp or lie below it.
         trees = {path: libc.clone_tree(path) for path in staged}
+        for path, userns_fd in idmaps.items():
+            try:
+                libc.idmap_tree(trees[path], userns_fd)
+            except OSError as e:
+                # A filesystem without idmapped mounts (NFS, say): writable all the same, but
+                # what the kernel writes belongs to the sandbox's uid.
+                os.write(
+                    2,
+                    f"hopx: {path} cannot be idmapped ({e}); files written there "
+                    "belong to the sandbox's host uid\n".encode(),
+                )
         directories = {path for path in staged if os.path.isdir(path)}
         libc.mount("tmpfs", "/tmp", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=1777,size=4m")
         os.mkdir(STAGE_DIR, 0o755)
@@ -266,11 +309,16 @@ class Supervisor:
             "max_lifetime": spec.max_lifetime,
             "workspace": spec.workspace,
             "workspace_mode": spec.workspace_mode,
+            "host_uid": self.host_uid,
         }
         path = os.path.join(spec.state_dir, STATE_RECORD)
         with open(path + ".tmp", "w") as f:
             json.dump(record, f)
         os.replace(path + ".tmp", path)
+
+    @property
+    def host_uid(self) -> int:
+        return self.uid_claim.uid if self.uid_claim is not None else os.getuid()
 
     # -- run ------------------------------------------------------------------------------------
 
@@ -428,6 +476,8 @@ class Supervisor:
             self.process.kill()
             self.process.wait()
         self.cgroup.remove()
+        if self.uid_claim is not None:
+            self.uid_claim.release()
         self.relay.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.spec.state_dir, STATE_RECORD))
@@ -473,6 +523,7 @@ def main() -> int:
         started_at=supervisor.started_at,
         cgroups=supervisor.cgroup.directories,
         memory_cgroup=supervisor.cgroup.by_controller.get("memory", ("", 0))[0],
+        host_uid=supervisor.host_uid,
         warnings=supervisor.cgroup.unenforced,
     )
     status = 1

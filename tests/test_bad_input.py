@@ -93,6 +93,12 @@ BAD_SETTINGS = [
     ("cull_interval", "-5s", "'90s'"),
     ("cull_interval", -5, "'90s'"),
     ("cull_busy", "yes", "boolean"),
+    # A root server's sandboxes take their host uids from this range.
+    ("sandbox_uid_range", "1000", "'1879048192-1879113727'"),
+    ("sandbox_uid_range", "0-99999", "'1879048192-1879113727'"),  # root
+    ("sandbox_uid_range", "70000-60000", "'1879048192-1879113727'"),
+    ("sandbox_uid_range", "65000-66000", "'1879048192-1879113727'"),  # 65535 is "no uid"
+    ("sandbox_uid_range", "1-999", "'1879048192-1879113727'"),  # daemon, bin, ... live here
 ]
 
 

@@ -201,20 +201,31 @@ def test_read_write_workspace_is_the_only_writable_host_path(
     start_kernel: StartKernel, workspace: Path
 ) -> None:
     """Control for the read-only default: with workspace='rw' a write in the notebook folder
-    reaches the host, as the unprivileged sandbox uid, while /usr stays read-only."""
-    kernel = start_kernel(cwd=str(workspace), workspace="rw")
-    workspace.chmod(0o777)  # the sandbox uid (65534 on the host) may create files here
-    seen = probe(
-        kernel,
+    reaches the host while /usr stays read-only. A root server mounts the folder idmapped: its
+    owner's files are the sandbox's inside, and what the kernel writes belongs to the owner, so
+    a later sandbox (another host uid) can change it too; a third user's file stays read-only."""
+    stranger = workspace / "stranger.txt"
+    stranger.write_text("not yours")
+    os.chown(stranger, 4242, 4242)
+    code = """
+        print(json.dumps({"cwd": outcome(write, "from-kernel.txt", "hello " + str(os.getpid())),
+                          "usr": outcome(write, "/usr/from-kernel.txt"),
+                          "stranger": outcome(write, "stranger.txt"),
+                          "owner": os.stat(".").st_uid}))
         """
-        print(json.dumps({"cwd": outcome(write, "from-kernel.txt", "hello"),
-                          "usr": outcome(write, "/usr/from-kernel.txt")}))
-        """,
-    )
-    assert seen == {"cwd": "ok", "usr": ["OSError", "EROFS"]}
-    written = workspace / "from-kernel.txt"
-    assert written.read_text() == "hello"
-    assert written.stat().st_uid == 65534
+    for _ in range(2):
+        kernel = start_kernel(cwd=str(workspace), workspace="rw")
+        seen = probe(kernel, code)
+        kernel.kc.stop_channels()
+        kernel.km.shutdown_kernel(now=True)
+        assert seen["cwd"] == "ok"
+        assert seen["usr"] == ["OSError", "EROFS"]
+        assert seen["stranger"] == ["PermissionError", "EACCES"]
+        written = workspace / "from-kernel.txt"
+        assert written.read_text().startswith("hello ")
+        assert (written.stat().st_uid, written.stat().st_gid) == (os.getuid(), os.getgid())
+        assert seen["owner"] == 1000  # the folder's owner is the sandbox user inside
+    assert stranger.read_text() == "not yours"
 
 
 # -- 3. host processes ----------------------------------------------------------------------------

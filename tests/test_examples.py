@@ -24,7 +24,7 @@ def test_kernelspec_with_custom_limits(
     shutil.copytree(EXAMPLES / "kernelspec-small", kernels_dir / "hopx-small")
     workspace = runtime_dir / "notebooks"
     workspace.mkdir()
-    workspace.chmod(0o777)  # "rw" needs a folder the sandbox uid may write to
+    workspace.chmod(0o755)  # the owner writes; a root server idmaps it for the sandbox
     kernel = start_kernel(cwd=str(workspace), kernel_name="hopx-small")
     limits = {Path(d).parent.name: Path(d) for d in kernel.cgroups}
     assert (limits["memory"] / "memory.limit_in_bytes").read_text().strip() == str(512 << 20)

@@ -21,6 +21,7 @@ from jupyter_client.manager import KernelManager
 from conftest import Kernel, assert_no_leaks, hopx_processes, leftovers, wait_until
 from hopx_kernel.host import state_root
 from hopx_kernel.provisioner import HopxProvisioner
+from runtime.host_uids import DEFAULT_RANGE, parse_uid_range
 from runtime.registry import sweep
 
 
@@ -68,10 +69,12 @@ def test_runs_as_unprivileged_user_in_its_own_world(start_kernel: Callable[..., 
     assert seen["nnp"].split() == ["NoNewPrivs:", "1"]
     assert seen["capeff"].split() == ["CapEff:", "0000000000000000"]
     assert seen["seccomp"].split() == ["Seccomp:", "2"]
-    # From the host, the sandbox's processes run as the configured unprivileged uid, not root.
+    # From the host, the sandbox's processes run as a uid of its own from the default range,
+    # not as root nor as a shared uid such as nobody.
     children = Path(f"/proc/{kernel.supervisor_pid}/task/{kernel.supervisor_pid}/children")
-    for pid in children.read_text().split():
-        assert Path(f"/proc/{pid}").stat().st_uid == 65534
+    uids = {Path(f"/proc/{pid}").stat().st_uid for pid in children.read_text().split()}
+    assert len(uids) == 1
+    assert uids.pop() in parse_uid_range("sandbox_uid_range", DEFAULT_RANGE)
 
 
 def test_input_is_answered(start_kernel: Callable[..., Kernel]) -> None:

@@ -182,7 +182,6 @@ def test_sigterm_follows_the_notice_only_after_notice_grace(
     than NOTICE_GRACE after the notice (and not much later). The kernel recorded both itself,
     in its read-write notebook folder: the notice as SandboxStopped with the reason's message,
     then SIGTERM, on which it exited with its own status 7, so no SIGKILL was needed."""
-    workspace.chmod(0o777)  # the sandbox's uid writes the record there
     kernel = start_kernel(workspace="rw")
     handle = handle_of(kernel)
     kernel.kc.execute(RECORDER)
@@ -268,7 +267,6 @@ def test_non_ipykernel_gets_no_notice_and_goes_straight_to_sigterm(
     """A kernelspec whose argv is not an ipykernel gets no stop notices: its spec carries none,
     its sandbox has no IPython startup file, and SIGTERM to the supervisor reaches it as SIGTERM
     (a notice signal would have killed it unrecorded); it exits on that with its own status."""
-    workspace.chmod(0o777)
     spec = kernelspec({**TEST_SETTINGS, "workspace": "rw"}, python=sys.executable)
     spec["argv"] = [sys.executable, "-c", PLAIN_KERNEL, STARTUP_FILE, "{connection_file}"]
     (kernels_dir / "hopx-plain").mkdir()

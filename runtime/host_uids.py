@@ -1,0 +1,156 @@
+"""A host uid of its own for every sandbox a root supervisor starts, from a configured range.
+
+Two sandboxes are then different users on the host: were a namespace escaped, one could still
+not signal, trace or open what belongs to another, nor to a host daemon running as `nobody`.
+
+A uid is claimed by holding an exclusive lock on `<claims dir>/<uid>` for the sandbox's whole
+life. The kernel drops the lock when the supervisor ends, however it ends, so a SIGKILLed
+supervisor never strands a uid; its file is reused or swept later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from runtime.units import LimitError
+
+CLAIMS_DIR = "/run/hopx-kernel/uids"
+# 65536 uids in the block systemd leaves unused (between its container ranges and the "foreign"
+# range): no account, DynamicUser service or container user namespace is expected there.
+DEFAULT_RANGE = "1879048192-1879113727"
+# 65535 and 4294967295 mean "no uid" to several system calls; 0 is root.
+_FORBIDDEN = {0, 65535, 2**32 - 1}
+
+
+@dataclass(frozen=True)
+class UidRange:
+    first: int
+    last: int
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.first, self.last + 1))
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __contains__(self, uid: object) -> bool:
+        return isinstance(uid, int) and self.first <= uid <= self.last
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+def parse_uid_range(field: str, value: object) -> UidRange:
+    """'FIRST-LAST' (inclusive) of host uids; never root, never a "no uid" value."""
+    example = f"use a range such as '{DEFAULT_RANGE}'"
+    text = str(value).strip()
+    first_text, dash, last_text = text.partition("-")
+    if not (dash and first_text.strip().isdigit() and last_text.strip().isdigit()):
+        msg = f"{field}: {value!r} is not a uid range; {example}"
+        raise LimitError(msg)
+    first, last = int(first_text), int(last_text)
+    if first > last:
+        msg = f"{field}: {text!r} ends before it starts; {example}"
+        raise LimitError(msg)
+    if first < 1 or last >= 2**32 - 1:
+        msg = f"{field}: {text!r} must lie within 1-4294967294 (never root); {example}"
+        raise LimitError(msg)
+    forbidden = sorted(uid for uid in _FORBIDDEN if first <= uid <= last)
+    if forbidden:
+        msg = f"{field}: {text!r} contains {forbidden[0]}, which is not a usable uid; {example}"
+        raise LimitError(msg)
+    return UidRange(first, last)
+
+
+def accounts_in_range(
+    uids: UidRange, files: tuple[str, ...] = ("/etc/passwd", "/etc/group")
+) -> list[str]:
+    """Accounts and groups of the host whose id lies in `uids` ("alice (1000)"), which a sandbox
+    would impersonate on the host."""
+    found = []
+    for path in files:
+        with contextlib.suppress(OSError), open(path) as f:
+            for line in f:
+                fields = line.split(":")
+                if len(fields) > 2 and fields[2].isdigit() and int(fields[2]) in uids:
+                    found.append(f"{fields[0]} ({fields[2]}, {path})")
+    return found
+
+
+class UidsExhausted(RuntimeError):
+    pass
+
+
+@dataclass
+class UidClaim:
+    uid: int
+    path: str
+    fd: int
+
+    def release(self) -> None:
+        """Give the uid back; call only once no process of the sandbox is left."""
+        if self.fd < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # still locked: no other claimer holds this inode yet
+        os.close(self.fd)
+        self.fd = -1
+
+
+def claim_uid(uids: UidRange, claims_dir: str = CLAIMS_DIR) -> UidClaim:
+    """Lock the first uid of `uids` that no other sandbox holds and no host process runs as."""
+    os.makedirs(claims_dir, mode=0o700, exist_ok=True)
+    in_use = _uids_of_processes()
+    for uid in uids:
+        if uid in in_use:
+            continue
+        claim = _try_lock(os.path.join(claims_dir, str(uid)), uid)
+        if claim is not None:
+            return claim
+    msg = f"all {len(uids)} sandbox uids of {uids} are in use"
+    raise UidsExhausted(msg)
+
+
+def _try_lock(path: str, uid: int) -> UidClaim | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # The holder unlinks its file on release: a lock on an unlinked inode claims nothing.
+        if os.fstat(fd).st_ino == os.stat(path).st_ino:
+            return UidClaim(uid, path, fd)
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    os.close(fd)
+    return None
+
+
+def _uids_of_processes() -> set[int]:
+    """Every real, effective, saved and filesystem uid of the host's processes: a uid still
+    used by a leftover process of an ended sandbox is not handed out again."""
+    uids: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{entry}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    uids.update(int(u) for u in line.split()[1:])
+                    break
+    return uids
+
+
+def sweep_claims(claims_dir: str = CLAIMS_DIR) -> list[str]:
+    """Remove the claim files of supervisors that died without releasing them."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(claims_dir):
+            if entry.name.isdigit():
+                claim = _try_lock(entry.path, int(entry.name))
+                if claim is not None:
+                    claim.release()
+                    removed.append(entry.path)
+    return removed
