@@ -29,6 +29,7 @@ INSTALL_SETTINGS = {
     "cpus": "cpu_limit",
     "pids": "pids_limit",
     "disk": "disk_limit",
+    "files": "files_limit",
     "workspace": "workspace",
     "max_lifetime": "max_lifetime",
     "idle_timeout": "idle_timeout",
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--cpus", type=float, help="CPU limit in cores, e.g. 1 or 0.5")
     install.add_argument("--pids", type=int, help="process/thread limit, e.g. 512")
     install.add_argument("--disk", help="size of /tmp and $HOME each, e.g. 1G")
+    install.add_argument("--files", type=int, help="files in /tmp and $HOME each, e.g. 100000")
     install.add_argument("--workspace", choices=["ro", "rw", "none"])
     install.add_argument("--max-lifetime", help="hard cap on a kernel's age, e.g. 8h")
     install.add_argument("--idle-timeout", help="cull after this long idle, e.g. 1h (0: never)")

@@ -247,6 +247,7 @@ class Culler:
                 "cpus": provisioner.cpu_limit,
                 "pids": provisioner.pids_limit,
                 "disk": provisioner.disk_limit,
+                "files": provisioner.files_limit,
             },
             "usage": provisioner.usage(),
             "policy": {

@@ -56,6 +56,9 @@ def install(
     """Install the kernelspec; returns the directory it went to."""
     spec = kernelspec(settings, display_name=display_name)
     with tempfile.TemporaryDirectory() as staging:
+        # The copy keeps the mode, and a temporary directory is 0700: a kernelspec installed
+        # into a shared prefix must be readable by every user whose server lists it.
+        os.chmod(staging, 0o755)  # noqa: S103 - world-readable on purpose, see above
         with open(os.path.join(staging, "kernel.json"), "w") as f:
             json.dump(spec, f, indent=2)
         _copy_logos(staging)

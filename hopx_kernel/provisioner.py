@@ -96,6 +96,12 @@ class HopxProvisioner(KernelProvisionerBase):
         e.g. '1G'. They live in memory and count towards memory_limit. 0 means only
         memory_limit caps them.""",
     )
+    files_limit = Count(
+        1_000_000,
+        config=True,
+        help="""Most files and directories in each of the kernel's scratch filesystems; past it
+        a new file fails with "No space left on device". 0 means only memory_limit caps them.""",
+    )
     workspace = Unicode(
         "ro",
         config=True,
@@ -415,6 +421,7 @@ class HopxProvisioner(KernelProvisionerBase):
                 cpus=self.cpu_limit,
                 pids=self.pids_limit,
                 disk=self.disk_limit,
+                files=self.files_limit,
             ),
             allow_unenforced_limits=self.allow_unenforced_limits,
             workspace=workspace,

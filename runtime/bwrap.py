@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from runtime.spec import SANDBOX_HOME, SANDBOX_UID, SandboxSpec
 
-# Writable, size-capped tmpfs mounts. /var/tmp stays writable when a workspace covers /tmp.
+# Writable tmpfs mounts, capped in size and files; the supervisor mounts them (bubblewrap 0.8 has
+# no inode cap). /var/tmp stays writable when a workspace covers /tmp.
 SCRATCH_DIRS = ("/tmp", "/var/tmp", SANDBOX_HOME, "/dev/shm")
 
 # Top-level system directories the kernel may see. On merged-/usr hosts most are symlinks.
@@ -123,9 +124,12 @@ def bwrap_argv(
     layout: HostLayout,
     fds: SandboxFds,
     *,
+    scratch: Mapping[str, str],
     sources: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The complete bubblewrap command line for `spec`.
+
+    `scratch` maps each of SCRATCH_DIRS to the capped tmpfs the supervisor mounted for it.
 
     `sources` maps a host path the sandbox should see (or the bubblewrap executable) to the path
     it is bound (or run) from. When the supervisor is root it stages paths the sandbox uid cannot
@@ -137,7 +141,7 @@ def bwrap_argv(
         sources.get(spec.bwrap, spec.bwrap),
         *_namespaces(spec),
         *_system(layout),
-        *_scratch(spec),
+        *[a for path in SCRATCH_DIRS for a in ("--bind", scratch[path], path)],
         *_kernel_paths(spec, sources),
         *[a for dest, fd in sorted(fds.files.items()) for a in ("--ro-bind-data", str(fd), dest)],
         *[
@@ -159,6 +163,8 @@ def _namespaces(spec: SandboxSpec) -> list[str]:
         *("--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts"),
         "--unshare-cgroup-try",
         *("--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", spec.hostname),
+        # No user namespace can be made inside, even were the seccomp filter to miss a path.
+        "--disable-userns",
         "--die-with-parent",
         # A new session: the kernel has no controlling terminal to push input into.
         "--new-session",
@@ -179,11 +185,6 @@ def _system(layout: HostLayout) -> list[str]:
     for name in layout.proc_masked_dirs:
         args += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
     return [*args, "--dev", "/dev"]
-
-
-def _scratch(spec: SandboxSpec) -> list[str]:
-    size = ["--size", str(spec.limits.disk)] if spec.limits.disk else []
-    return [a for path in SCRATCH_DIRS for a in (*size, "--tmpfs", path)]
 
 
 def _kernel_paths(spec: SandboxSpec, sources: Mapping[str, str]) -> list[str]:

@@ -79,6 +79,7 @@ OFFSET_ARGS: Final = 16
 # Errno values are Linux's (the same on x86_64 and aarch64), not the building host's.
 EPERM: Final = 1
 ENOSYS: Final = 38
+EAFNOSUPPORT: Final = 97
 
 AUDIT_ARCH_X86_64: Final = 0xC000003E
 AUDIT_ARCH_AARCH64: Final = 0xC00000B7
@@ -109,10 +110,13 @@ CLONE_NAMESPACE_FLAGS: Final = (
 TIOCSTI: Final = 0x5412  # pushes input into a terminal: escapes to whatever reads it
 TIOCLINUX: Final = 0x541C  # console selection/paste can do the same on a VT
 
+AF_UNIX: Final = 1
 AF_INET: Final = 2
 AF_INET6: Final = 10
+AF_NETLINK: Final = 16
 AF_PACKET: Final = 17
 SOCK_RAW: Final = 3
+SOCK_PACKET: Final = 10  # obsolete: the kernel turns (AF_INET, SOCK_PACKET) into AF_PACKET
 SOCK_TYPE_MASK: Final = 0xF  # the rest of `type` is SOCK_NONBLOCK / SOCK_CLOEXEC
 
 PER_LINUX: Final = 0x0000
@@ -148,6 +152,7 @@ DENIED_SYSCALLS: Final[Mapping[str, int]] = {
     "open_tree": NOT_IMPLEMENTED,
     "move_mount": NOT_IMPLEMENTED,
     "mount_setattr": NOT_IMPLEMENTED,
+    "open_tree_attr": NOT_IMPLEMENTED,
     # clone3 passes its flags in memory BPF cannot read; glibc retries with clone on ENOSYS
     "clone3": NOT_IMPLEMENTED,
     # reading or comparing other processes
@@ -155,6 +160,8 @@ DENIED_SYSCALLS: Final[Mapping[str, int]] = {
     "process_vm_readv": DENY,
     "process_vm_writev": DENY,
     "kcmp": DENY,
+    "pidfd_getfd": DENY,  # takes a copy of another process's file descriptor
+    "process_madvise": DENY,
     # kernel attack surface with a long CVE history
     "bpf": DENY,
     "perf_event_open": DENY,
@@ -177,6 +184,7 @@ DENIED_SYSCALLS: Final[Mapping[str, int]] = {
     "swapoff": DENY,
     "acct": DENY,
     "quotactl": DENY,
+    "quotactl_fd": DENY,
     "syslog": DENY,
     # file handles bypass path-based confinement (the "shocker" escape)
     "open_by_handle_at": DENY,
@@ -195,9 +203,12 @@ DENIED_SYSCALLS: Final[Mapping[str, int]] = {
     "modify_ldt": DENY,
     "fanotify_init": DENY,
     "vhangup": DENY,
-    # NUMA policy reaches other processes' memory placement (Flatpak denies these too)
+    # NUMA placement: migrate_pages and move_pages reach other processes' memory; the rest go
+    # too, as in Flatpak, so libnuma sees no NUMA at all rather than half of it
     "mbind": DENY,
     "set_mempolicy": DENY,
+    "get_mempolicy": DENY,
+    "set_mempolicy_home_node": DENY,
     "migrate_pages": DENY,
     "move_pages": DENY,
 }
@@ -337,20 +348,27 @@ def _ioctl_rule(done: str) -> list[_Item]:
 
 
 def _socket_rule(done: str) -> list[_Item]:
-    # Packet and raw IP sockets see or forge other traffic; ordinary stream/datagram sockets,
-    # including the kernel's TCP on loopback, stay available.
-    deny, check_type = f"{done}.deny", f"{done}.type"
+    # Only the families a kernel uses: unix, IP and netlink (glibc's getaddrinfo and getifaddrs
+    # need NETLINK_ROUTE). Any other (vsock, which ignores network namespaces; AF_ALG; families
+    # a distribution kernel loads on demand) fails as a family the kernel lacks, as in Flatpak.
+    # Packet and raw IP sockets see or forge other traffic: EPERM, as without CAP_NET_RAW.
+    deny, unsupported, check_type = f"{done}.deny", f"{done}.unsupported", f"{done}.type"
     return [
         load_arg(0),
+        jeq(AF_UNIX, jt=done),
+        jeq(AF_NETLINK, jt=done),
         jeq(AF_PACKET, jt=deny),
         jeq(AF_INET, jt=check_type),
-        jeq(AF_INET6, jf=done),
+        jeq(AF_INET6, jt=check_type, jf=unsupported),
         label(check_type),
         load_arg(1),
         and_(SOCK_TYPE_MASK),
-        jeq(SOCK_RAW, jf=done),
+        jeq(SOCK_RAW, jt=deny),
+        jeq(SOCK_PACKET, jt=deny, jf=done),
         label(deny),
         ret(DENY),
+        label(unsupported),
+        ret(errno_action(EAFNOSUPPORT)),
         label(done),
         ret(SECCOMP_RET_ALLOW),
     ]
@@ -406,6 +424,7 @@ X86_64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm/unistd_64.h
     "clock_settime": 227,
     "mbind": 237,
     "set_mempolicy": 238,
+    "get_mempolicy": 239,
     "kexec_load": 246,
     "add_key": 248,
     "request_key": 249,
@@ -436,7 +455,12 @@ X86_64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm/unistd_64.h
     "fsmount": 432,
     "fspick": 433,
     "clone3": 435,
+    "pidfd_getfd": 438,
+    "process_madvise": 440,
     "mount_setattr": 442,
+    "quotactl_fd": 443,
+    "set_mempolicy_home_node": 450,
+    "open_tree_attr": 467,
 }
 
 AARCH64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm-generic/unistd.h
@@ -469,6 +493,7 @@ AARCH64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm-generic/unistd.h
     "swapon": 224,
     "swapoff": 225,
     "mbind": 235,
+    "get_mempolicy": 236,
     "set_mempolicy": 237,
     "migrate_pages": 238,
     "move_pages": 239,
@@ -495,7 +520,12 @@ AARCH64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm-generic/unistd.h
     "fsmount": 432,
     "fspick": 433,
     "clone3": 435,
+    "pidfd_getfd": 438,
+    "process_madvise": 440,
     "mount_setattr": 442,
+    "quotactl_fd": 443,
+    "set_mempolicy_home_node": 450,
+    "open_tree_attr": 467,
     # x86-only
     "uselib": None,
     "iopl": None,

@@ -38,9 +38,11 @@ class Limits:
     cpus: float = 1.0
     pids: int = 512
     disk: int = 1024**3
+    # Files and directories in each scratch filesystem.
+    files: int = 1_000_000
 
     def __post_init__(self) -> None:
-        for name in ("memory", "pids", "disk"):
+        for name in ("memory", "pids", "disk", "files"):
             if getattr(self, name) < 0:
                 msg = f"{name} limit must not be negative"
                 raise LimitError(msg)

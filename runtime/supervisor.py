@@ -35,7 +35,7 @@ import time
 from typing import Any
 
 from runtime import libc
-from runtime.bwrap import HostLayout, SandboxFds, bwrap_argv, is_within
+from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupHost, SandboxCgroup
 from runtime.host_uids import UidClaim, UidsExhausted, claim_uid, parse_uid_range
 from runtime.relay import Relay
@@ -145,7 +145,9 @@ class Supervisor:
         )
         staged = self._staged_sources() if self.uid_claim is not None else {}
         idmaps = self._workspace_idmap() if self.uid_claim is not None else {}
-        argv = bwrap_argv(spec, HostLayout.detect(), fds, sources=staged)
+        scratch_root = self._scratch_root()
+        scratch = {path: f"{scratch_root}/{i}" for i, path in enumerate(SCRATCH_DIRS)}
+        argv = bwrap_argv(spec, HostLayout.detect(), fds, scratch=scratch, sources=staged)
         inherited = [seccomp_fd, info_w, connection_fd, *file_fds.values()]
         # The forwarder thread starts only after fork: preexec_fn and threads do not mix.
         forwarder = threading.Thread(target=self._forward_stderr, args=(err_r,), daemon=True)
@@ -161,7 +163,7 @@ class Supervisor:
                 cwd="/",
                 # No other thread exists yet (the forwarder starts after the fork).
                 preexec_fn=functools.partial(  # noqa: PLW1509
-                    self._enter_sandbox_credentials, staged, idmaps
+                    self._enter_sandbox_credentials, staged, idmaps, scratch_root
                 ),
             )
         except (OSError, subprocess.SubprocessError) as e:
@@ -202,20 +204,31 @@ class Supervisor:
         )
         return {spec.workspace: fd}
 
-    def _enter_sandbox_credentials(self, staged: dict[str, str], idmaps: dict[str, int]) -> None:
+    def _scratch_root(self) -> str:
+        """Where the scratch filesystems are mounted before bubblewrap binds them in: inside the
+        supervisor's private mount namespace, on a directory the sandbox's uid can reach."""
+        if self.uid_claim is not None:
+            return f"{STAGE_DIR}/scratch"
+        path = os.path.join(self.spec.state_dir, "scratch")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    def _enter_sandbox_credentials(
+        self, staged: dict[str, str], idmaps: dict[str, int], scratch_root: str
+    ) -> None:
         """In the child, before exec'ing bwrap: join the cgroup, stage, drop to the sandbox uid.
 
         Runs between fork and exec, so only plain system calls happen here. subprocess reports
         a failure here only as "Exception occurred in preexec_fn", so say what it was on stderr.
         """
         try:
-            self._join_cgroup_and_drop_privileges(staged, idmaps)
+            self._join_cgroup_and_drop_privileges(staged, idmaps, scratch_root)
         except BaseException as e:
             os.write(2, f"hopx: preparing the sandbox process failed: {e!r}\n".encode())
             raise
 
     def _join_cgroup_and_drop_privileges(
-        self, staged: dict[str, str], idmaps: dict[str, int]
+        self, staged: dict[str, str], idmaps: dict[str, int], scratch_root: str
     ) -> None:
         for procs in self.cgroup.procs_files():
             with open(procs, "w") as f:
@@ -226,9 +239,15 @@ class Supervisor:
         if self.uid_claim is not None:
             self._stage(staged, idmaps)
             uid = self.uid_claim.uid  # the sandbox's own group has the same number
+            self._mount_scratch(scratch_root, uid, uid)
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
+        else:
+            # The supervisor's own user namespace lets it mount in a mount namespace of its own.
+            libc.unshare(libc.CLONE_NEWNS)
+            libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+            self._mount_scratch(scratch_root, os.getuid(), os.getgid())
         # Changing credentials clears the parent-death signal, so set it afterwards.
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -264,6 +283,19 @@ class Supervisor:
                 os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
             libc.attach_tree(trees[path], target)
             os.close(trees[path])
+
+    def _mount_scratch(self, root: str, uid: int, gid: int) -> None:
+        """Mount the sandbox's scratch filesystems below `root`, in the private mount namespace
+        of the process about to become bubblewrap: capped in size and in files, owned by the
+        sandbox's uid. Nothing of them appears in the host's mount table."""
+        limits = self.spec.limits
+        flags = libc.MS_NOSUID | libc.MS_NODEV
+        os.makedirs(root, mode=0o755, exist_ok=True)
+        libc.mount("tmpfs", root, "tmpfs", flags, "mode=0755,size=64k,nr_inodes=64")
+        options = f"mode=0755,uid={uid},gid={gid},size={limits.disk},nr_inodes={limits.files}"
+        for i in range(len(SCRATCH_DIRS)):
+            os.mkdir(f"{root}/{i}", 0o755)
+            libc.mount("hopx-scratch", f"{root}/{i}", "tmpfs", flags, options)
 
     def _read_info(self, info_r: int) -> int:
         """The sandbox's init pid, from bubblewrap's --info-fd; fails if bubblewrap gave up."""

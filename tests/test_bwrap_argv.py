@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
-from runtime.bwrap import HostLayout, SandboxFds, bwrap_argv, is_within
+from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.spec import CONNECTION_FILE, Channel, Limits, SandboxSpec
 
 LAYOUT = HostLayout(
@@ -15,6 +16,8 @@ LAYOUT = HostLayout(
 FDS = SandboxFds(
     seccomp=10, info=11, files={"/etc/passwd": 12}, writable_files={CONNECTION_FILE: 13}
 )
+
+SCRATCH = {path: f"/run/x/scratch/{i}" for i, path in enumerate(SCRATCH_DIRS)}
 
 
 def spec(**overrides: object) -> SandboxSpec:
@@ -42,7 +45,7 @@ def pairs(argv: list[str], option: str) -> list[tuple[str, str]]:
 
 
 def test_every_namespace_but_network_is_new_and_privileges_go() -> None:
-    argv = bwrap_argv(spec(), LAYOUT, FDS)
+    argv = bwrap_argv(spec(), LAYOUT, FDS, scratch=SCRATCH)
     for flag in ("--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts"):
         assert flag in argv
     # The supervisor's private network namespace is shared on purpose; no --share-net needed.
@@ -50,12 +53,13 @@ def test_every_namespace_but_network_is_new_and_privileges_go() -> None:
     assert "--share-net" not in argv
     assert argv[argv.index("--cap-drop") + 1] == "ALL"
     assert "--die-with-parent" in argv
+    assert "--disable-userns" in argv
     assert "--new-session" in argv
     assert argv[argv.index("--seccomp") + 1] == "10"
 
 
 def test_system_is_read_only_and_etc_is_an_allowlist() -> None:
-    argv = bwrap_argv(spec(), LAYOUT, FDS)
+    argv = bwrap_argv(spec(), LAYOUT, FDS, scratch=SCRATCH)
     ro = pairs(argv, "--ro-bind")
     assert ("/usr", "/usr") in ro
     assert ("/etc/ssl", "/etc/ssl") in ro
@@ -65,36 +69,41 @@ def test_system_is_read_only_and_etc_is_an_allowlist() -> None:
     assert argv[argv.index("--remount-ro", argv.index("--chdir")) + 1] == "/"
 
 
-def test_scratch_is_size_capped() -> None:
-    argv = bwrap_argv(spec(), LAYOUT, FDS)
-    for path in ("/tmp", "/var/tmp", "/home/sandbox", "/dev/shm"):
-        i = argv.index(path)
-        assert argv[i - 1] == "--tmpfs"
-        assert argv[i - 3 : i - 1] == ["--size", str(1 << 20)]
+def test_scratch_is_bound_from_the_supervisors_capped_mounts() -> None:
+    """The supervisor mounts each scratch tmpfs (size and inode caps) and bubblewrap binds it;
+    /dev/shm only after --dev has made /dev."""
+    argv = bwrap_argv(spec(), LAYOUT, FDS, scratch=SCRATCH)
+    binds = pairs(argv, "--bind")
+    for i, path in enumerate(("/tmp", "/var/tmp", "/home/sandbox", "/dev/shm")):
+        assert (f"/run/x/scratch/{i}", path) in binds
+    assert not set(itertools.pairwise(argv)) & {("--tmpfs", p) for p in SCRATCH_DIRS}
+    assert argv.index("/run/x/scratch/3") > argv.index("--dev")
 
 
 def test_workspace_modes() -> None:
     ws = "/home/ada/notebooks"
-    assert (ws, ws) in pairs(bwrap_argv(spec(), LAYOUT, FDS), "--ro-bind")
-    assert (ws, ws) in pairs(bwrap_argv(spec(workspace_mode="rw"), LAYOUT, FDS), "--bind")
-    none = bwrap_argv(spec(workspace_mode="none"), LAYOUT, FDS)
+    assert (ws, ws) in pairs(bwrap_argv(spec(), LAYOUT, FDS, scratch=SCRATCH), "--ro-bind")
+    assert (ws, ws) in pairs(
+        bwrap_argv(spec(workspace_mode="rw"), LAYOUT, FDS, scratch=SCRATCH), "--bind"
+    )
+    none = bwrap_argv(spec(workspace_mode="none"), LAYOUT, FDS, scratch=SCRATCH)
     assert ws not in none[: none.index("--chdir")]
 
 
 def test_staged_sources_replace_host_paths() -> None:
-    argv = bwrap_argv(spec(), LAYOUT, FDS, sources={"/venv": "/tmp/.hopx-stage/0"})
+    argv = bwrap_argv(spec(), LAYOUT, FDS, scratch=SCRATCH, sources={"/venv": "/tmp/.hopx-stage/0"})
     assert ("/tmp/.hopx-stage/0", "/venv") in pairs(argv, "--ro-bind")
 
 
 def test_hidden_paths_are_covered_only_inside_mounts() -> None:
-    argv = bwrap_argv(spec(), LAYOUT, FDS)
+    argv = bwrap_argv(spec(), LAYOUT, FDS, scratch=SCRATCH)
     tmpfs = [argv[i + 1] for i, a in enumerate(argv) if a == "--tmpfs"]
     assert "/home/ada/notebooks/.local/share/jupyter/runtime" in tmpfs
     assert "/elsewhere" not in tmpfs
 
 
 def test_generated_files_and_command() -> None:
-    argv = bwrap_argv(spec(), LAYOUT, FDS)
+    argv = bwrap_argv(spec(), LAYOUT, FDS, scratch=SCRATCH)
     assert ("12", "/etc/passwd") in pairs(argv, "--ro-bind-data")
     assert ("13", CONNECTION_FILE) in pairs(argv, "--bind-data")
     assert argv[argv.index("--") + 1 :] == list(spec().argv)
@@ -129,7 +138,7 @@ def test_proc_interfaces_are_masked_after_proc_is_mounted() -> None:
         proc_masked_files=("kcore", "keys"),
         proc_masked_dirs=("acpi",),
     )
-    argv = bwrap_argv(spec(), layout, FDS)
+    argv = bwrap_argv(spec(), layout, FDS, scratch=SCRATCH)
     proc = argv.index("--proc")
     assert argv[proc + 1] == "/proc"
     assert argv[proc + 2 : proc + 12] == [
@@ -144,6 +153,8 @@ def test_bubblewrap_runs_from_its_stage_when_it_was_staged() -> None:
     """A root supervisor stages a bubblewrap kept below /tmp (its namespace covers /tmp): the
     argv then runs the staged copy; unstaged, it runs the configured path."""
     below_tmp = spec(bwrap="/tmp/tools/bwrap")
-    assert bwrap_argv(below_tmp, LAYOUT, FDS)[0] == "/tmp/tools/bwrap"
-    staged = bwrap_argv(below_tmp, LAYOUT, FDS, sources={"/tmp/tools/bwrap": "/tmp/.stage/3"})
+    assert bwrap_argv(below_tmp, LAYOUT, FDS, scratch=SCRATCH)[0] == "/tmp/tools/bwrap"
+    staged = bwrap_argv(
+        below_tmp, LAYOUT, FDS, scratch=SCRATCH, sources={"/tmp/tools/bwrap": "/tmp/.stage/3"}
+    )
     assert staged[0] == "/tmp/.stage/3"

@@ -47,6 +47,8 @@ def test_install_into_a_prefix_with_limits(tmp_path: Path) -> None:
         "rw",
         "--max-lifetime",
         "8h",
+        "--files",
+        "50000",
     )
     assert result.returncode == 0, result.stderr
     spec = json.loads((tmp_path / "share/jupyter/kernels/hopx-big/kernel.json").read_text())
@@ -58,10 +60,13 @@ def test_install_into_a_prefix_with_limits(tmp_path: Path) -> None:
             "cpu_limit": 2.0,
             "workspace": "rw",
             "max_lifetime": "8h",
+            "files_limit": 50000,
         },
     }
     assert Path(spec["argv"][0]).parent == Path(sys.executable).parent
     assert (tmp_path / "share/jupyter/kernels/hopx-big/logo-64x64.png").exists()
+    # Readable by every user whose server lists kernelspecs in a shared prefix.
+    assert (tmp_path / "share/jupyter/kernels/hopx-big").stat().st_mode & 0o777 == 0o755
 
 
 def test_install_user(tmp_path: Path) -> None:

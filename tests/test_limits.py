@@ -161,6 +161,47 @@ def test_scratch_disks_are_capped(start_kernel: StartKernel) -> None:
         assert 12 * MiB <= result["written"] <= 16 * MiB, directory
 
 
+def test_scratch_disks_cap_the_number_of_files(start_kernel: StartKernel) -> None:
+    """With files_limit 20000, creating a million empty files (which no size cap stops) in /tmp,
+    $HOME or /dev/shm ends with ENOSPC just under 20000, well inside memory_limit: the kernel
+    answers afterwards, and after removing some files new ones can be made again."""
+    kernel = start_kernel(files_limit=20000)
+    seen = run_json(
+        kernel,
+        """
+        import errno, json, os
+        result = {}
+        for directory in ["/tmp", os.environ["HOME"], "/dev/shm"]:
+            st = os.statvfs(directory)
+            made, error = 0, None
+            try:
+                while made < 1_000_000:
+                    os.close(os.open(f"{directory}/f{made}", os.O_CREAT | os.O_WRONLY, 0o600))
+                    made += 1
+            except OSError as e:
+                error = [type(e).__name__, errno.errorcode[e.errno]]
+            for i in range(100):
+                os.unlink(f"{directory}/f{i}")
+            try:
+                open(f"{directory}/again", "w").close()
+                again = "ok"
+            except OSError as e:
+                again = errno.errorcode[e.errno]
+            for i in range(100, made):
+                os.unlink(f"{directory}/f{i}")
+            result[directory] = {"inodes": st.f_files, "made": made, "error": error,
+                                 "again": again}
+        print(json.dumps(result))
+        """,
+    )
+    for directory, result in seen.items():
+        assert result["inodes"] == 20000, directory
+        assert result["error"] == ["OSError", "ENOSPC"], directory
+        assert 19_900 <= result["made"] < 20000, directory
+        assert result["again"] == "ok", directory
+    assert run_json(kernel, "import json; print(json.dumps(6 * 7))") == 42
+
+
 BURN = """
 import json, os, time
 def burn(seconds):
