@@ -728,6 +728,9 @@ ALLOWED_DEV = {
 }  # fmt: skip
 
 
+CHAR_DEVICES = ["null", "zero", "full", "random", "urandom", "tty", "pts/ptmx"]
+
+
 def test_no_host_devices(start_kernel: StartKernel) -> None:
     """/dev holds only the harmless character devices, ptys, shm and the fd symlinks: no block
     device, /dev/mem or /dev/kmsg; mknod of a character device fails with EPERM. Controls:
@@ -755,10 +758,22 @@ def test_no_host_devices(start_kernel: StartKernel) -> None:
             "mkfifo": outcome(os.mkfifo, "/tmp/fifo"),
             "null": outcome(write, "/dev/null"),
             "urandom": len(open("/dev/urandom", "rb").read(16)),
+            "char_devices": sorted(
+                os.path.relpath(os.path.join(root, name), "/dev")
+                for root, dirs, files in os.walk("/dev")
+                for name in dirs + files
+                if stat.S_ISCHR(os.lstat(os.path.join(root, name)).st_mode)
+            ),
+            "sys": os.path.exists("/sys"),
+            "sys_firmware": os.path.exists("/sys/firmware"),
         }))
         """,
     )
     assert set(seen["entries"]) <= ALLOWED_DEV, seen["entries"]
+    # The only device nodes: null, zero, full, random, urandom, tty and the pty multiplexer.
+    assert seen["char_devices"] == sorted(CHAR_DEVICES), seen["char_devices"]
+    assert seen["sys"] is False  # so no /sys/firmware, /sys/kernel, ... either
+    assert seen["sys_firmware"] is False
     assert "blk" not in seen["kinds"].values()
     assert not any(seen["present"].values()), seen["present"]
     assert seen["core"] == ["FileNotFoundError", "ENOENT"]
