@@ -16,6 +16,7 @@ from traitlets import TraitError
 
 from hopx_kernel import kernelspec
 from hopx_kernel.host import state_root
+from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.registry import SandboxRecord, is_supervisor, live_sandboxes
 from runtime.supervisor import NOTICE_GRACE, TERMINATE_GRACE
 from runtime.units import LimitError, format_size
@@ -94,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         help="check as if allow_unenforced_limits were set",
     )
     doctor_parser.add_argument("--bwrap", default="bwrap", help="the bubblewrap executable")
+    doctor_parser.add_argument(
+        "--sandbox-uid-range",
+        default=DEFAULT_UID_RANGE,
+        help="the sandbox_uid_range setting to check (root servers)",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "doctor":

@@ -21,7 +21,10 @@ from typing import IO, Any
 
 from hopx_kernel.host import user_namespace_problem
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup
+from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
+from runtime.host_uids import accounts_in_range, parse_uid_range
 from runtime.spec import Limits
+from runtime.units import LimitError
 
 MIN_BWRAP = (0, 5)
 # How long the test kernel may take to answer before the check fails.
@@ -44,6 +47,7 @@ class Settings:
     bwrap: str = "bwrap"
     cgroup_parent: str = ""
     allow_unenforced_limits: bool = False
+    sandbox_uid_range: str = DEFAULT_UID_RANGE
 
 
 def check_bubblewrap(settings: Settings) -> Check:
@@ -128,6 +132,25 @@ _CGROUP_FIX = (
 )
 
 
+def check_sandbox_uids(settings: Settings) -> Check:
+    """Which host uid sandboxes run as; as root, that no account lies in sandbox_uid_range."""
+    if os.geteuid() != 0:
+        return Check("sandbox uids", True, f"sandboxes run as this user (uid {os.getuid()})")
+    try:
+        uids = parse_uid_range("sandbox_uid_range", settings.sandbox_uid_range)
+    except LimitError as e:
+        return Check("sandbox uids", False, str(e), "fix sandbox_uid_range")
+    taken = accounts_in_range(uids)
+    if taken:
+        return Check(
+            "sandbox uids",
+            False,
+            f"sandbox_uid_range {uids} holds host accounts: {', '.join(taken[:3])}",
+            f"choose a range no account uses, e.g. '{DEFAULT_UID_RANGE}'",
+        )
+    return Check("sandbox uids", True, f"each sandbox has a host uid of its own from {uids}")
+
+
 def check_test_kernel(settings: Settings) -> Check:
     """Start a real Hopx kernel (ipykernel in a sandbox) and wait for its first answer."""
     from jupyter_client.kernelspec import KernelSpecManager  # noqa: PLC0415 - slow imports
@@ -192,6 +215,7 @@ CHECKS: list[Callable[[Settings], Check]] = [
     check_user_namespaces,
     check_seccomp,
     check_cgroups,
+    check_sandbox_uids,
     check_test_kernel,
 ]
 
@@ -224,6 +248,7 @@ def main(args: Any) -> int:
         bwrap=args.bwrap,
         cgroup_parent=args.cgroup_parent,
         allow_unenforced_limits=args.allow_unenforced_limits,
+        sandbox_uid_range=args.sandbox_uid_range,
     )
     results = run_checks(settings)
     print(report(results, as_json=args.json))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conftest import hopx_processes, leftovers
 
-CHECK_NAMES = ["bubblewrap", "user namespaces", "seccomp", "cgroups", "test kernel"]
+CHECK_NAMES = ["bubblewrap", "user namespaces", "seccomp", "cgroups", "sandbox uids", "test kernel"]
 
 
 def doctor(*args: str) -> subprocess.CompletedProcess[str]:
@@ -32,7 +32,10 @@ def test_doctor_passes_as_root_and_starts_a_kernel(runtime_dir: Path) -> None:
     result = doctor()
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines[:5]] == ["OK"] * 5, result.stdout
+    assert [line.split()[0] for line in lines[:6]] == ["OK"] * 6, result.stdout
+    assert (
+        "sandbox uids     each sandbox has a host uid of its own from 1879048192-" in result.stdout
+    )
     assert "cgroups" in result.stdout
     assert "memory, CPU and process limits enforced" in result.stdout
     assert "test kernel      started and answered in" in result.stdout
@@ -102,3 +105,15 @@ def test_doctor_reports_a_test_kernel_that_fails_to_start(runtime_dir: Path) -> 
     assert kernel["fix"]
     assert not hopx_processes()
     assert leftovers(runtime_dir) == []
+
+
+def test_doctor_refuses_a_uid_range_holding_accounts(runtime_dir: Path) -> None:
+    """As root, a sandbox_uid_range that holds host accounts (daemon, bin, ...) fails, naming
+    them and a free range, and no kernel is tried."""
+    result = doctor("--sandbox-uid-range", "1-999")
+    assert result.returncode == 1
+    line = next(x for x in result.stdout.splitlines() if "sandbox uids" in x)
+    assert line.startswith("FAIL")
+    assert "holds host accounts: daemon (1, /etc/passwd)" in line
+    assert "e.g. '1879048192-1879113727'" in result.stdout
+    assert "not tried: a check above failed" in result.stdout

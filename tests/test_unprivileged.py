@@ -268,4 +268,10 @@ def test_doctor_as_an_unprivileged_user(delegated_cgroup: str) -> None:
     assert status == 0, report
     cgroups = report["checks"][3]
     assert "allowed by allow_unenforced_limits" in cgroups["found"]
-    assert report["checks"][4]["found"].startswith("started and answered in")
+    assert report["checks"][4] == {
+        "name": "sandbox uids",
+        "ok": True,
+        "found": f"sandboxes run as this user (uid {UID})",
+        "fix": "",
+    }
+    assert report["checks"][5]["found"].startswith("started and answered in")
