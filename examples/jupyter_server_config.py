@@ -11,6 +11,8 @@ c.HopxProvisioner.cpu_limit = 1.0
 c.HopxProvisioner.pids_limit = 512
 # Size of each scratch tmpfs (/tmp, /var/tmp, $HOME, /dev/shm); 0 = only memory_limit caps them.
 c.HopxProvisioner.disk_limit = "1G"
+# Files and directories in each scratch tmpfs; past it, "No space left on device"; 0 = no cap.
+c.HopxProvisioner.files_limit = 1000000
 # The notebook's folder: "ro" (read-only), "rw" (read-write) or "none" (not mounted).
 c.HopxProvisioner.workspace = "ro"
 # Extra host paths the kernel sees read-only, e.g. ["/srv/datasets"].

@@ -468,6 +468,7 @@ def test_the_rest_model_of_a_running_sandbox(
         "cpu_limit": 0.5,
         "pids_limit": 128,
         "disk_limit": "32M",
+        "files_limit": 5000,
         "idle_timeout": "90s",
         "max_lifetime": "10m",
         "cull_busy": True,
@@ -483,7 +484,13 @@ def test_the_rest_model_of_a_running_sandbox(
     model = sandbox(server, kernel_id)
     assert model["kernel_id"] == kernel_id
     assert model["kernel_name"] == name
-    assert model["limits"] == {"memory": 256 << 20, "cpus": 0.5, "pids": 128, "disk": 32 << 20}
+    assert model["limits"] == {
+        "memory": 256 << 20,
+        "cpus": 0.5,
+        "pids": 128,
+        "disk": 32 << 20,
+        "files": 5000,
+    }
     usage = model["usage"]
     assert isinstance(usage["memory_bytes"], int)
     assert usage["memory_bytes"] > 0

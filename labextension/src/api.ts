@@ -14,6 +14,8 @@ export interface ILimits {
   cpus: number;
   pids: number;
   disk: number;
+  /** Files and directories in each scratch filesystem; 0 means no cap. */
+  files: number;
 }
 
 export interface IUsage {
