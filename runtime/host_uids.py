@@ -129,14 +129,17 @@ def _try_lock(path: str, uid: int) -> UidClaim | None:
 
 
 def _uids_of_processes() -> set[int]:
-    """Every real, effective, saved and filesystem uid of the host's processes: a uid still
-    used by a leftover process of an ended sandbox is not handed out again."""
+    """Every real, effective, saved and filesystem uid of the host's live processes: a uid
+    still used by a leftover process of an ended sandbox is not handed out again. Zombies do
+    not count: they can no longer act, and their reaping is up to init, which may be slow."""
     uids: set[int] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         with contextlib.suppress(OSError), open(f"/proc/{entry}/status") as f:
             for line in f:
+                if line.startswith("State:") and line.split()[1] in ("Z", "X"):
+                    break
                 if line.startswith("Uid:"):
                     uids.update(int(u) for u in line.split()[1:])
                     break

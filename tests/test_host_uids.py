@@ -130,6 +130,19 @@ def test_claims_are_exclusive_and_die_with_their_holder(claims_dir: str) -> None
     assert os.listdir(claims_dir) == []
 
 
+def test_a_zombie_does_not_hold_its_uid(claims_dir: str) -> None:
+    """An exited, unreaped process of that uid (init reaps orphans when it gets to it) does not
+    keep a uid out of circulation."""
+    zombie = subprocess.Popen(["true"], user=1879048450, group=1879048450, extra_groups=[])
+    assert wait_until(
+        lambda: Path(f"/proc/{zombie.pid}/status").read_text().split("State:")[1].split()[0] == "Z"
+    )
+    claim = claim_uid(parse_uid_range("r", "1879048450-1879048451"), claims_dir)
+    assert claim.uid == 1879048450
+    claim.release()
+    zombie.wait()
+
+
 def test_a_uid_a_process_still_runs_as_is_not_handed_out(claims_dir: str) -> None:
     """A leftover process of an ended sandbox keeps its uid out of circulation."""
     leftover = subprocess.Popen(["sleep", "60"], user=1879048400, group=1879048400, extra_groups=[])
