@@ -254,6 +254,56 @@ class KernelSocket:
         return json.loads(stdout)
 
 
+@contextlib.contextmanager
+def running_server(
+    root: Path, token: str, env: dict[str, str], log_path: Path, server_args: list[str]
+) -> Iterator[Server]:
+    """A jupyter_server on a free port serving `root` with `token`, the environment plus `env`;
+    its output goes to `log_path`. Stopped (SIGTERM, then SIGKILL) on exit."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter_server",
+                "--allow-root",
+                "--no-browser",
+                "--ServerApp.ip=127.0.0.1",
+                f"--ServerApp.port={port}",
+                "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={root}",
+                *server_args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+    # A base URL (as JupyterHub gives each user's server) prefixes every path.
+    base_url = next(
+        (a.split("=", 1)[1] for a in server_args if a.startswith("--ServerApp.base_url=")), "/"
+    )
+    srv = Server(process, f"http://127.0.0.1:{port}{base_url.rstrip('/')}", token, root, log_path)
+    try:
+        wait_until(lambda: process.poll() is not None or srv.status_ok(), 60)
+        assert srv.status_ok(), srv.log()[-3000:]
+        yield srv
+    finally:
+        for ks in srv.sockets:
+            with contextlib.suppress(Exception):
+                ks.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        srv.http.close()
+
+
 @pytest.fixture
 def server_args() -> list[str]:
     """Extra command line arguments of the server; parametrize to change them."""
@@ -278,49 +328,8 @@ def server(
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     token = secrets.token_hex(16)
-    port = free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_TOKEN": token}
-    assert env["JUPYTER_RUNTIME_DIR"] == str(runtime_dir)
-    assert env["JUPYTER_PATH"] == str(kernels_dir.parent)
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_server",
-                "--allow-root",
-                "--no-browser",
-                "--ServerApp.ip=127.0.0.1",
-                f"--ServerApp.port={port}",
-                "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={token}",
-                f"--ServerApp.root_dir={root}",
-                *server_args,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    # A base URL (as JupyterHub gives each user's server) prefixes every path.
-    base_url = next(
-        (a.split("=", 1)[1] for a in server_args if a.startswith("--ServerApp.base_url=")), "/"
-    )
-    srv = Server(process, f"http://127.0.0.1:{port}{base_url.rstrip('/')}", token, root, log_path)
-    try:
-        wait_until(lambda: process.poll() is not None or srv.status_ok(), 60)
-        assert srv.status_ok(), srv.log()[-3000:]
+    env = {"JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_TOKEN": token}
+    assert os.environ["JUPYTER_RUNTIME_DIR"] == str(runtime_dir)
+    assert os.environ["JUPYTER_PATH"] == str(kernels_dir.parent)
+    with running_server(root, token, env, tmp_path / "server.log", server_args) as srv:
         yield srv
-    finally:
-        for ks in srv.sockets:
-            with contextlib.suppress(Exception):
-                ks.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        srv.http.close()

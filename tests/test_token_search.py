@@ -52,13 +52,10 @@ generated /etc/passwd, /run/hopx/kernel.json, the control) were read.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import signal
 import stat
-import subprocess
 import sys
 import textwrap
 import time
@@ -68,9 +65,9 @@ from typing import Any
 
 import pytest
 
-from conftest import TEST_SETTINGS, wait_until
+from conftest import TEST_SETTINGS
 from hopx_kernel.kernelspec import kernelspec
-from server_harness import KernelSocket, Server, free_port
+from server_harness import KernelSocket, Server, running_server
 
 CHUNK = 1 << 20
 KERNEL_NAME = "hopx-search"
@@ -329,54 +326,17 @@ def token_server(
     user_config.mkdir()
     (user_config / "jupyter_server_config.json").write_text(server_config(token))
 
-    port = free_port()
     env = {
-        **os.environ,
         "JUPYTER_CONFIG_DIR": str(user_config),
         "JUPYTER_CONFIG_PATH": os.pathsep.join([str(project / ".jupyter"), str(admin_config)]),
         "JUPYTER_TOKEN": token,
         "JUPYTERHUB_API_TOKEN": token,
         "JPY_API_TOKEN": token,
     }
-    assert env["JUPYTER_RUNTIME_DIR"] == str(runtime_dir)
-    assert env["JUPYTER_PATH"] == str(kernels_dir.parent)
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_server",
-                "--allow-root",
-                "--no-browser",
-                "--ServerApp.ip=127.0.0.1",
-                f"--ServerApp.port={port}",
-                "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={token}",
-                f"--ServerApp.root_dir={root}",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    srv = Server(process, f"http://127.0.0.1:{port}", token, root, log_path)
-    try:
-        wait_until(lambda: process.poll() is not None or srv.status_ok(), 60)
-        assert srv.status_ok(), srv.log()[-3000:]
+    assert os.environ["JUPYTER_RUNTIME_DIR"] == str(runtime_dir)
+    assert os.environ["JUPYTER_PATH"] == str(kernels_dir.parent)
+    with running_server(root, token, env, tmp_path / "server.log", []) as srv:
         yield srv, marker, project
-    finally:
-        for ks in srv.sockets:
-            with contextlib.suppress(Exception):
-                ks.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        srv.http.close()
 
 
 def where_the_host_keeps_the_token(server: Server, runtime_dir: Path, token: str) -> list[str]:
