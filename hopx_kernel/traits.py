@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from traitlets import TraitError, TraitType
 
+from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.host_uids import parse_uid_range
 from runtime.units import LimitError, parse_count, parse_cpus, parse_duration, parse_size
 
@@ -66,5 +67,5 @@ class UidRangeText(_ParsedTrait[str]):
     def parse(field: str, value: object) -> str:
         return str(parse_uid_range(field, value))
 
-    default_value = "1879048192-1879113727"
-    info_text = "a uid range such as '1879048192-1879113727'"
+    default_value = DEFAULT_UID_RANGE
+    info_text = f"a uid range such as '{DEFAULT_UID_RANGE}'"
