@@ -38,6 +38,8 @@ c.HopxProvisioner.warn_before = "5m"
 c.HopxProvisioner.cull_interval = "30s"
 # Parent cgroup for the sandboxes' cgroups, relative to each hierarchy root ("" = the root).
 c.HopxProvisioner.cgroup_parent = ""
+# Unprivileged servers on systemd hosts: each sandbox in a delegated `systemd-run --scope`.
+c.HopxProvisioner.systemd_scope = False
 # How long the sandbox may take to set up before the start fails.
 c.HopxProvisioner.start_timeout = "30s"
 # The bubblewrap executable (default: bwrap on PATH).

@@ -90,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cgroup-parent", default="", help="the cgroup_parent setting to check, e.g. hopx.slice"
     )
     doctor_parser.add_argument(
+        "--systemd-scope",
+        action="store_true",
+        help="check as if systemd_scope were set (sandboxes in delegated systemd scopes)",
+    )
+    doctor_parser.add_argument(
         "--allow-unenforced-limits",
         action="store_true",
         help="check as if allow_unenforced_limits were set",

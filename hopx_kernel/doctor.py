@@ -24,6 +24,7 @@ from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.host_uids import accounts_in_range, parse_uid_range
 from runtime.spec import Limits
+from runtime.systemd_scope import scope_problem
 from runtime.units import LimitError
 
 MIN_BWRAP = (0, 5)
@@ -46,6 +47,7 @@ class Settings:
 
     bwrap: str = "bwrap"
     cgroup_parent: str = ""
+    systemd_scope: bool = False
     allow_unenforced_limits: bool = False
     sandbox_uid_range: str = DEFAULT_UID_RANGE
 
@@ -97,6 +99,14 @@ def check_cgroups(settings: Settings) -> Check:
     """Make a cgroup with every default limit, as a sandbox would, and remove it again."""
     host = CgroupHost.detect()
     mode = _CGROUP_MODES.get(host.mode, host.mode)
+    if settings.systemd_scope:
+        # The limits go in a fresh scope per sandbox: the test kernel shows they can be set.
+        problem = scope_problem()
+        if problem:
+            return Check("cgroups", False, f"{mode}; {problem}", _SCOPE_FIX)
+        return Check(
+            "cgroups", True, f"{mode}; systemd starts delegated scopes (limits: see test kernel)"
+        )
     where = f" under {settings.cgroup_parent!r}" if settings.cgroup_parent else ""
     try:
         cgroup = SandboxCgroup.create(
@@ -125,6 +135,11 @@ _CGROUP_MODES = {
     "v2": "cgroup v2",
     "hybrid": "hybrid cgroups (v1 controllers, a v2 mount beside them)",
 }
+_SCOPE_FIX = (
+    "run the server where systemd manages this user (a login session, or `loginctl "
+    "enable-linger USER`, with XDG_RUNTIME_DIR set), or set systemd_scope = False and name a "
+    "delegated cgroup in cgroup_parent"
+)
 _CGROUP_FIX = (
     "run as root, or have the admin delegate a cgroup to this user (cgroup v2: a delegated "
     "subtree, e.g. the user's systemd slice; v1: a directory per controller chowned to the user) "
@@ -160,6 +175,7 @@ def check_test_kernel(settings: Settings) -> Check:
 
     config = {
         "cgroup_parent": settings.cgroup_parent,
+        "systemd_scope": settings.systemd_scope,
         "allow_unenforced_limits": settings.allow_unenforced_limits,
         "bwrap_path": settings.bwrap,
         "workspace": "none",
@@ -247,6 +263,7 @@ def main(args: Any) -> int:
     settings = Settings(
         bwrap=args.bwrap,
         cgroup_parent=args.cgroup_parent,
+        systemd_scope=args.systemd_scope,
         allow_unenforced_limits=args.allow_unenforced_limits,
         sandbox_uid_range=args.sandbox_uid_range,
     )

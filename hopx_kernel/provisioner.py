@@ -59,6 +59,7 @@ from runtime.spec import (
     SandboxSpec,
     WorkspaceMode,
 )
+from runtime.systemd_scope import scope_launcher
 from runtime.units import format_duration
 
 # Constructor arguments jupyter_client itself passes; anything else must be a setting.
@@ -182,6 +183,14 @@ class HopxProvisioner(KernelProvisionerBase):
         cgroup hierarchy, e.g. 'hopx.slice' or a directory delegated to an unprivileged server.
         '' (default) means the root, which needs root.""",
     )
+    systemd_scope = Bool(
+        False,
+        config=True,
+        help="""Start each sandbox's supervisor in a transient systemd scope (`systemd-run
+        --scope -p Delegate=yes`, through the user's own systemd when not root) and put the
+        sandbox's limits in a cgroup inside it. For unprivileged servers on systemd hosts where
+        that is how cgroups are delegated; cgroup_parent must then be ''.""",
+    )
     start_timeout = Duration(
         "30s",
         config=True,
@@ -230,6 +239,12 @@ class HopxProvisioner(KernelProvisionerBase):
             )
             raise TraitError(msg)
         super().__init__(**kwargs)
+        if self.systemd_scope and self.cgroup_parent:
+            msg = (
+                f"systemd_scope puts each sandbox's cgroup in a scope of its own, so cgroup_parent "
+                f"({self.cgroup_parent!r}) cannot apply; set one of them, e.g. cgroup_parent = ''"
+            )
+            raise TraitError(msg)
         self.supervisor: SupervisorHandle | None = None
         self.cwd: str | None = None
         self._pid: int | None = None
@@ -354,7 +369,10 @@ class HopxProvisioner(KernelProvisionerBase):
         try:
             spec = self._sandbox_spec(cmd, kwargs)
             self.supervisor = await asyncio.to_thread(
-                SupervisorHandle.start, spec, timeout=self.start_timeout
+                SupervisorHandle.start,
+                spec,
+                timeout=self.start_timeout,
+                launcher=scope_launcher(spec.sandbox_id) if self.systemd_scope else (),
             )
         except (SandboxStartError, RuntimeError, OSError) as e:
             # jupyter_client does not clean up after a failed launch: leave nothing behind.
@@ -436,6 +454,7 @@ class HopxProvisioner(KernelProvisionerBase):
             max_lifetime=self._lifetime_left() or 0.0,
             stop_notices=self._stop_notices(cmd),
             cgroup_parent=self.cgroup_parent,
+            cgroup_within_own=self.systemd_scope,
             bwrap=shutil.which(self.bwrap_path) or self.bwrap_path,
         )
 

@@ -13,7 +13,7 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from runtime.spec import Limits
@@ -21,6 +21,9 @@ from runtime.spec import Limits
 # Controllers that enforce the limits, keyed by the limit they enforce.
 CONTROLLER_OF_LIMIT = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
 CPU_PERIOD_US = 100_000
+# Where a supervisor placed in a cgroup of its own (a systemd scope) moves itself on cgroup v2, so
+# that cgroup holds no process and may hand controllers down to the sandbox's cgroup beside it.
+SUPERVISOR_LEAF = "supervisor"
 
 
 class CgroupError(RuntimeError):
@@ -149,10 +152,13 @@ class SandboxCgroup:
         name: str,
         limits: Limits,
         *,
-        parent: str = "",
+        parent: str | Mapping[str, str] = "",
         allow_unenforced: bool = False,
     ) -> SandboxCgroup:
-        """Make the cgroup and write every limit, or raise without leaving a directory behind."""
+        """Make the cgroup and write every limit, or raise without leaving a directory behind.
+
+        `parent` is relative to each hierarchy's root: one path for all, or one per hierarchy
+        (keyed by its mount point), as `parents_within_own_cgroup` returns."""
         cgroup = cls(name)
         try:
             cgroup._create(host, limits, parent, allow_unenforced)
@@ -162,7 +168,9 @@ class SandboxCgroup:
             raise
         return cgroup
 
-    def _create(self, host: CgroupHost, limits: Limits, parent: str, allow: bool) -> None:
+    def _create(
+        self, host: CgroupHost, limits: Limits, parent: str | Mapping[str, str], allow: bool
+    ) -> None:
         wanted = {
             controller
             for limit, controller in CONTROLLER_OF_LIMIT.items()
@@ -211,8 +219,14 @@ class SandboxCgroup:
             raise CgroupError(msg)
         self.unenforced.append(f"{what}: {why}")
 
-    def _directory_in(self, hierarchy: Hierarchy, parent: str) -> str:
-        base = os.path.join(hierarchy.path, parent.strip("/")) if parent else hierarchy.path
+    def _directory_in(self, hierarchy: Hierarchy, parent: str | Mapping[str, str]) -> str:
+        if not isinstance(parent, str):
+            if hierarchy.path not in parent:
+                msg = f"this process is in no cgroup of {hierarchy.path}"
+                raise CgroupError(msg)
+            parent = parent[hierarchy.path]
+        relative = parent.strip("/")
+        base = os.path.join(hierarchy.path, relative) if relative else hierarchy.path
         directory = os.path.join(base, self.name)
         if directory in self.directories:
             return directory
@@ -364,3 +378,49 @@ def stale_cgroups(host: CgroupHost, prefix: str, parent: str = "") -> Iterator[s
                 if entry.name.startswith(prefix) and entry.is_dir() and entry.path not in seen:
                     seen.add(entry.path)
                     yield entry.path
+
+
+def own_cgroups(host: CgroupHost, proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
+    """The cgroup this process is in, relative to each hierarchy's root, keyed by mount point."""
+    by_controllers: dict[frozenset[str], str] = {}
+    unified = None
+    with open(proc_cgroup) as f:
+        for line in f:
+            number, _, rest = line.rstrip("\n").partition(":")
+            controllers, _, path = rest.partition(":")
+            if number == "0" and not controllers:
+                unified = path
+            else:
+                by_controllers[frozenset(controllers.split(","))] = path
+    own: dict[str, str] = {}
+    for hierarchy in host.hierarchies:
+        if hierarchy.version == 2 and unified is not None:
+            own[hierarchy.path] = unified
+        for joined, path in by_controllers.items():
+            if hierarchy.version == 1 and hierarchy.controllers & joined:
+                own[hierarchy.path] = path
+    return own
+
+
+def parents_within_own_cgroup(host: CgroupHost) -> dict[str, str]:
+    """Parents for a sandbox cgroup inside the cgroup this process was started in (a systemd
+    scope delegated to it), keyed by mount point.
+
+    On cgroup v2 this process first moves into a leaf below: a cgroup holding a process cannot
+    pass controllers to its children."""
+    own = own_cgroups(host)
+    for hierarchy in host.hierarchies:
+        if hierarchy.version != 2 or hierarchy.path not in own:
+            continue
+        leaf = os.path.join(hierarchy.path, own[hierarchy.path].strip("/"), SUPERVISOR_LEAF)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(leaf, 0o755)
+            _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+        except OSError as e:
+            msg = (
+                f"cannot move into {leaf}: {e.strerror}; the cgroup this supervisor started in "
+                "is not delegated to it (for a systemd scope: Delegate=yes)"
+            )
+            raise CgroupError(msg) from e
+    return own

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from typing import IO, Any
 
 from runtime.cgroups import SandboxCgroup
@@ -45,13 +46,21 @@ class SupervisorHandle:
 
     @classmethod
     def start(
-        cls, spec: SandboxSpec, *, timeout: float = 30.0, python: str = sys.executable
+        cls,
+        spec: SandboxSpec,
+        *,
+        timeout: float = 30.0,
+        python: str = sys.executable,
+        launcher: Sequence[str] = (),
     ) -> SupervisorHandle:
-        """Start a supervisor for `spec` and wait until the sandbox runs or has failed to start."""
+        """Start a supervisor for `spec` and wait until the sandbox runs or has failed to start.
+
+        `launcher` prefixes the supervisor's command line with one that execs it in place, such
+        as `systemd-run --scope`."""
         process = subprocess.Popen(
             # -I: nothing from the environment or the current directory decides what runs as the
             # supervisor (a notebook folder with a "runtime" package must not shadow ours).
-            [python, "-I", "-m", "runtime.supervisor"],
+            [*launcher, python, "-I", "-m", "runtime.supervisor"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd="/",
@@ -72,9 +81,17 @@ class SupervisorHandle:
             msg = f"the sandbox did not start within {timeout:.0f} s"
             raise SandboxStartError(msg) from None
         if event.get("event") != "started":
-            handle.process.wait()
+            status = handle.process.wait()
             handle.cleanup()
-            raise SandboxStartError(str(event.get("error", "the sandbox supervisor failed")))
+            error = str(event.get("error", "the sandbox supervisor failed"))
+            if event.get("ended_early"):
+                error += f" (exit status {status})"
+                if launcher:
+                    error += (
+                        f"; it was started through {os.path.basename(launcher[0])}, whose "
+                        "message is in the server's log; `jupyter hopx doctor` checks it"
+                    )
+            raise SandboxStartError(error)
         return handle
 
     def _follow_events(self) -> None:
@@ -88,7 +105,9 @@ class SupervisorHandle:
             if event.get("event") in ("started", "failed"):
                 self._first_event.put(event)
         stdout.close()
-        self._first_event.put({"event": "failed", "error": "the sandbox supervisor ended early"})
+        self._first_event.put(
+            {"event": "failed", "error": "the sandbox supervisor ended early", "ended_early": True}
+        )
         # Its pipes close a moment before the process can be reaped; wait for that moment.
         self.process.wait()
         # The supervisor is gone. If it did not get to clean up, do it now.

@@ -104,6 +104,9 @@ class SandboxSpec:
     bwrap: str = "bwrap"
     # Parent of the sandbox's cgroup, relative to each hierarchy's root ("" = the root itself).
     cgroup_parent: str = ""
+    # True: the sandbox's cgroup goes inside the cgroup the supervisor was started in (a systemd
+    # scope delegated to it) instead of under cgroup_parent.
+    cgroup_within_own: bool = False
 
     def __post_init__(self) -> None:
         if self.workspace_mode not in WORKSPACE_MODES:

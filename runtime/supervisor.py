@@ -36,7 +36,7 @@ from typing import Any
 
 from runtime import libc
 from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
-from runtime.cgroups import CgroupHost, SandboxCgroup
+from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup, parents_within_own_cgroup
 from runtime.host_uids import UidClaim, UidsExhausted, claim_uid, parse_uid_range
 from runtime.relay import Relay
 from runtime.sandbox_files import generated_files
@@ -95,11 +95,14 @@ class Supervisor:
 
     def start(self) -> None:
         spec = self.spec
+        host = CgroupHost.detect()
         self.cgroup = SandboxCgroup.create(
-            CgroupHost.detect(),
+            host,
             self.cgroup.name,
             spec.limits,
-            parent=spec.cgroup_parent,
+            parent=parents_within_own_cgroup(host)
+            if spec.cgroup_within_own
+            else spec.cgroup_parent,
             allow_unenforced=spec.allow_unenforced_limits,
         )
         self._oom_kills_at_start = self.cgroup.oom_kills()
@@ -224,15 +227,24 @@ class Supervisor:
         try:
             self._join_cgroup_and_drop_privileges(staged, idmaps, scratch_root)
         except BaseException as e:
-            os.write(2, f"hopx: preparing the sandbox process failed: {e!r}\n".encode())
+            what = str(e) if isinstance(e, CgroupError) else repr(e)
+            os.write(2, f"hopx: preparing the sandbox process failed: {what}\n".encode())
             raise
 
     def _join_cgroup_and_drop_privileges(
         self, staged: dict[str, str], idmaps: dict[str, int], scratch_root: str
     ) -> None:
         for procs in self.cgroup.procs_files():
-            with open(procs, "w") as f:
-                f.write("0")
+            try:
+                with open(procs, "w") as f:
+                    f.write("0")
+            except OSError as e:
+                msg = (
+                    f"cannot join {os.path.dirname(procs)}: {e.strerror}. On cgroup v2 only a "
+                    "process already inside a subtree delegated to its user may move into it: "
+                    "run the server inside cgroup_parent, or set systemd_scope = True"
+                )
+                raise CgroupError(msg) from e
         # No core dumps: a crashing kernel must not write its memory (keys included) anywhere,
         # and the sandbox cannot raise a hard limit again.
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -24,6 +24,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from hopx_kernel.kernelspec import kernelspec
+from runtime.cgroups import CgroupHost
 
 # Small limits keep the limit tests quick; the defaults are tested as defaults elsewhere.
 TEST_SETTINGS: dict[str, Any] = {"memory_limit": "512M", "disk_limit": "64M"}
@@ -31,6 +32,21 @@ TEST_SETTINGS: dict[str, Any] = {"memory_limit": "512M", "disk_limit": "64M"}
 
 # The `server` fixture: a real jupyter_server (tests/server_harness.py).
 pytest_plugins = ["server_harness"]
+
+
+def pytest_report_header() -> str:
+    """Which cgroup version each limit is tested on here: a v1 or hybrid host does not run the
+    cgroup v2 limit code, and a v2 host not the v1 code."""
+    host = CgroupHost.detect()
+    where = []
+    for controller in ("memory", "cpu", "pids"):
+        hierarchy = host.hierarchy_for(controller)
+        where.append(f"{controller} on {f'v{hierarchy.version}' if hierarchy else 'nothing'}")
+    versions = {h.version for c in ("memory", "cpu", "pids") if (h := host.hierarchy_for(c))}
+    note = ""
+    if len(versions) == 1:
+        note = f"; the cgroup v{3 - versions.pop()} limit code does not run here"
+    return f"cgroups: {host.mode} layout, {', '.join(where)}{note}"
 
 
 @pytest.fixture
@@ -154,6 +170,51 @@ def start_kernel(
         kernel.kc.stop_channels()
         if kernel.km.has_kernel:
             kernel.km.shutdown_kernel(now=True)
+
+
+@dataclass(frozen=True)
+class CgroupLimits:
+    """The limits written in a sandbox's cgroups, whichever cgroup version carries each."""
+
+    memory: int
+    swap_capped: bool  # swap cannot be used to dodge `memory` (or the host has no swap accounting)
+    pids: int
+    cpu_quota_us: int
+    cpu_period_us: int
+
+
+def cgroup_limits(directories: list[str]) -> CgroupLimits:
+    """Read from cgroup v1 or v2 files as the host has them, so tests that check limits exercise
+    the v2 code on a v2 host and the v1 code on a v1 or hybrid one."""
+    found: dict[str, str] = {}
+    for directory in directories:
+        for entry in Path(directory).iterdir():
+            found.setdefault(
+                entry.name, entry.read_text().strip() if entry.name in _LIMIT_FILES else ""
+            )
+    if "memory.max" in found:
+        memory = int(found["memory.max"])
+        swap_capped = found.get("memory.swap.max", "0") == "0"
+    else:
+        memory = int(found["memory.limit_in_bytes"])
+        swap_capped = int(found.get("memory.memsw.limit_in_bytes", memory)) == memory
+    if "cpu.max" in found:
+        quota, period = found["cpu.max"].split()
+    else:
+        quota, period = found["cpu.cfs_quota_us"], found["cpu.cfs_period_us"]
+    return CgroupLimits(memory, swap_capped, int(found["pids.max"]), int(quota), int(period))
+
+
+_LIMIT_FILES = {
+    "memory.max",
+    "memory.swap.max",
+    "memory.limit_in_bytes",
+    "memory.memsw.limit_in_bytes",
+    "pids.max",
+    "cpu.max",
+    "cpu.cfs_quota_us",
+    "cpu.cfs_period_us",
+}
 
 
 def hopx_processes() -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import websocket
 
-from conftest import Kernel
+from conftest import Kernel, cgroup_limits
 from hopx_kernel.provisioner import HopxProvisioner
 from server_harness import KernelSocket, Server
 
@@ -140,8 +140,8 @@ def test_cpu_hog_does_not_slow_a_neighbour_kernel(start_kernel: StartKernel) -> 
     a = start_kernel()
     b = start_kernel()
     for kernel in (a, b):
-        assert cgroup_file(kernel, "cpu.cfs_quota_us") == "100000"
-        assert cgroup_file(kernel, "cpu.cfs_period_us") == "100000"
+        limits = cgroup_limits(kernel.cgroups)
+        assert (limits.cpu_quota_us, limits.cpu_period_us) == (100000, 100000)
     for _ in range(20):  # warm up B (first executions import and compile)
         round_trip(b)
 

@@ -305,3 +305,17 @@ def test_good_timeout_policy_settings_are_accepted() -> None:
     assert provisioner.policy.max_lifetime == 8 * 3600.0
     assert provisioner.policy.cull_busy is True
     assert provisioner.cull_interval == 0.5
+
+
+def test_systemd_scope_with_a_cgroup_parent_fails_before_anything_starts(
+    kernels_dir: Path, runtime_dir: Path, workspace: Path, supervisor_starts: list[Any]
+) -> None:
+    """Two settings that each say where the sandbox's cgroup goes: the start names both and
+    how to fix it, starts no supervisor and leaves nothing."""
+    config = {**VALID, "systemd_scope": True, "cgroup_parent": "hopx.slice"}
+    km = manager(kernels_dir, write_raw_kernelspec(kernels_dir, "hopx-both", config))
+    error = str(start_expecting_failure(km, workspace))
+    assert_nothing_left(km, runtime_dir)
+    assert "systemd_scope" in error
+    assert "cgroup_parent = ''" in error
+    assert supervisor_starts == []

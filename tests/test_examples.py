@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 from traitlets.config.loader import PyFileConfigLoader
 
-from conftest import Kernel, assert_no_leaks
+from conftest import Kernel, assert_no_leaks, cgroup_limits
 from hopx_kernel.provisioner import HopxProvisioner
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -26,10 +26,8 @@ def test_kernelspec_with_custom_limits(
     workspace.mkdir()
     workspace.chmod(0o755)  # the owner writes; a root server idmaps it for the sandbox
     kernel = start_kernel(cwd=str(workspace), kernel_name="hopx-small")
-    limits = {Path(d).parent.name: Path(d) for d in kernel.cgroups}
-    assert (limits["memory"] / "memory.limit_in_bytes").read_text().strip() == str(512 << 20)
-    assert (limits["pids"] / "pids.max").read_text().strip() == "128"
-    assert (limits["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    limits = cgroup_limits(kernel.cgroups)
+    assert (limits.memory, limits.pids, limits.cpu_quota_us) == (512 << 20, 128, 50000)
     content, _ = kernel.run("open('written-by-kernel.txt', 'w').write('hi')")
     assert content["status"] == "ok"
     assert (workspace / "written-by-kernel.txt").read_text() == "hi"

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 import runtime
-from conftest import assert_no_leaks
+from conftest import assert_no_leaks, cgroup_limits
 from hopx_kernel.kernelspec import kernelspec
 from runtime import libc
 from runtime.cgroups import CgroupHost
@@ -66,9 +66,12 @@ def unreachable_ancestors(path: Path) -> list[Path]:
     return [p for p in path.parents if p != Path("/") and not p.stat().st_mode & stat.S_IXOTH]
 
 
-def run_unprivileged(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    """Start `argv` as UID. Paths the project needs that UID cannot reach are made reachable in
-    a private mount namespace of that process only (the host is untouched)."""
+def run_unprivileged(
+    argv: list[str], env: dict[str, str], cgroup: Path | None = None
+) -> subprocess.Popen[str]:
+    """Start `argv` as UID, in `cgroup` if given (as systemd starts a unit's process). Paths the
+    project needs that UID cannot reach are made reachable in a private mount namespace of that
+    process only (the host is untouched)."""
     needed = [Path(sys.prefix), PROJECT]
     covers = sorted(
         {a for p in needed for a in unreachable_ancestors(p)}, key=lambda p: len(p.parts)
@@ -76,6 +79,8 @@ def run_unprivileged(argv: list[str], env: dict[str, str]) -> subprocess.Popen[s
     covers = [c for c in covers if not any(c != o and c.is_relative_to(o) for o in covers)]
 
     def become_unprivileged() -> None:
+        if cgroup is not None:
+            (cgroup / "cgroup.procs").write_text("0")
         if covers:
             libc.unshare(libc.CLONE_NEWNS)
             libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
@@ -179,9 +184,8 @@ def test_unprivileged_server_runs_sandboxed_limited_kernels(
     assert_isolated(report["probe"])
     assert report["warnings"] == []
     # Host side: the limits sit in the delegated subtree, the sandbox runs as UID.
-    memory = next(Path(c) for c in report["cgroups"] if "/memory/" in c)
-    assert memory.parent.name == delegated_cgroup
-    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
+    assert all(Path(c).parent.name == delegated_cgroup for c in report["cgroups"])
+    assert cgroup_limits(report["cgroups"]).memory == 256 << 20
     assert Path(f"/proc/{report['sandbox_pid']}").stat().st_uid == UID
 
     owner.go_on()
