@@ -202,9 +202,13 @@ class Supervisor:
         if claim is None or not spec.workspace or spec.workspace_mode != "rw":
             return {}
         owner = os.stat(spec.workspace)
-        fd = libc.user_namespace_fd(
-            uid_map=f"{owner.st_uid} {claim.uid} 1", gid_map=f"{owner.st_gid} {claim.uid} 1"
-        )
+        try:
+            fd = libc.user_namespace_fd(
+                uid_map=f"{owner.st_uid} {claim.uid} 1", gid_map=f"{owner.st_gid} {claim.uid} 1"
+            )
+        except OSError as e:
+            _warn_not_idmapped(spec.workspace, claim.uid, e)
+            return {}
         return {spec.workspace: fd}
 
     def _scratch_root(self) -> str:
@@ -249,8 +253,8 @@ class Supervisor:
         # and the sandbox cannot raise a hard limit again.
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if self.uid_claim is not None:
-            self._stage(staged, idmaps)
             uid = self.uid_claim.uid  # the sandbox's own group has the same number
+            self._stage(staged, idmaps, uid)
             self._mount_scratch(scratch_root, uid, uid)
             os.setgroups([])
             os.setresgid(uid, uid, uid)
@@ -264,7 +268,7 @@ class Supervisor:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
 
     @staticmethod
-    def _stage(staged: dict[str, str], idmaps: dict[str, int]) -> None:
+    def _stage(staged: dict[str, str], idmaps: dict[str, int], uid: int) -> None:
         """Make host paths the sandbox uid could not traverse (a 0700 home) reachable by it.
 
         A private mount namespace gets its own /tmp with the paths bound below it; bubblewrap,
@@ -277,14 +281,8 @@ class Supervisor:
         for path, userns_fd in idmaps.items():
             try:
                 libc.idmap_tree(trees[path], userns_fd)
-            except OSError as e:
-                # A filesystem without idmapped mounts (NFS, say): writable all the same, but
-                # what the kernel writes belongs to the sandbox's uid.
-                os.write(
-                    2,
-                    f"hopx: {path} cannot be idmapped ({e}); files written there "
-                    "belong to the sandbox's host uid\n".encode(),
-                )
+            except OSError as e:  # a filesystem without idmapped mounts (NFS, ramfs)
+                _warn_not_idmapped(path, uid, e)
         directories = {path for path in staged if os.path.isdir(path)}
         libc.mount("tmpfs", "/tmp", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=1777,size=4m")
         os.mkdir(STAGE_DIR, 0o755)
@@ -533,6 +531,16 @@ class Supervisor:
 
     def on_sigterm(self, signum: int, frame: object) -> None:
         os.write(self._signal_w, b"t")
+
+
+def _warn_not_idmapped(folder: str, uid: int, error: OSError) -> None:
+    """Say in the server's log what a read-write folder that cannot be idmapped means."""
+    os.write(
+        2,
+        f"hopx: {folder} cannot be mounted idmapped ({error}); the kernel, host uid {uid}, can "
+        "write there only where the folder's permissions let any user write, and what it "
+        "writes belongs to that uid\n".encode(),
+    )
 
 
 def _data_fd(data: bytes) -> int:

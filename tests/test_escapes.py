@@ -228,6 +228,49 @@ def test_read_write_workspace_is_the_only_writable_host_path(
     assert stranger.read_text() == "not yours"
 
 
+@pytest.fixture
+def ramfs_folder(runtime_dir: Path) -> Iterator[Path]:
+    """A notebook folder on ramfs, which cannot be mounted idmapped, owned by another user."""
+    folder = runtime_dir / "on-ramfs"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "-o", "nosuid,nodev", "ramfs", folder], check=True)
+    try:
+        folder.chmod(0o755)
+        os.chown(folder, 4343, 4343)
+        yield folder
+    finally:
+        subprocess.run(["umount", folder], check=True)
+
+
+def test_read_write_folder_that_cannot_be_idmapped(
+    ramfs_folder: Path, start_kernel: StartKernel, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """On a filesystem without idmapped mounts a root server's kernel still starts, the server's
+    log says what that means, and the folder's permissions decide: its owner's 0755 folder
+    stays unwritable for the sandbox's host uid, a 1777 subfolder is writable and what the kernel
+    writes there belongs to that uid."""
+    (ramfs_folder / "data.txt").write_text("readable")
+    shared = ramfs_folder / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    kernel = start_kernel(cwd=str(ramfs_folder), workspace="rw")
+    seen = probe(
+        kernel,
+        """
+        print(json.dumps({"read": open("data.txt").read(),
+                          "cwd": outcome(write, "from-kernel.txt"),
+                          "shared": outcome(write, "shared/from-kernel.txt")}))
+        """,
+    )
+    assert seen == {"read": "readable", "cwd": ["PermissionError", "EACCES"], "shared": "ok"}
+    host_uid = kernel.km.provisioner.supervisor.started["host_uid"]
+    assert (shared / "from-kernel.txt").stat().st_uid == host_uid
+    assert not (ramfs_folder / "from-kernel.txt").exists()
+    log = capfd.readouterr().err
+    assert f"{ramfs_folder} cannot be mounted idmapped" in log, log[-2000:]
+    assert f"host uid {host_uid}" in log
+
+
 # -- 3. host processes ----------------------------------------------------------------------------
 
 
