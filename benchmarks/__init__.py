@@ -1,0 +1,1 @@
+"""Benchmarks: the Hopx kernel against the stock local kernel, interleaved in the same run."""

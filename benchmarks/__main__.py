@@ -1,0 +1,169 @@
+"""Benchmark the Hopx kernel against the stock local kernel on this machine, in the same run.
+
+The two kernels run interleaved (stock, Hopx, stock, Hopx, ...) so that machine noise hits both
+alike. Prints a table of medians, slow tails (p95) and Hopx/stock ratios, and writes the same as
+JSON with a description of the machine.
+
+    python -m benchmarks [--runs 10] [--round-trips 300] [--json results.json]
+    python -m benchmarks --quick      # the smoke version CI runs: does the harness work?
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from benchmarks import measures
+from benchmarks.kernels import HOPX, STOCK, kernelspecs, manager
+from benchmarks.stats import Metric, Samples, summary, table
+
+KERNELS = (STOCK, HOPX)
+METRICS: list[Metric] = [
+    measures.FIRST_REPLY,
+    measures.READY,
+    measures.RESTART,
+    measures.SHUTDOWN,
+    measures.ROUND_TRIP,
+    measures.PRINTED,
+    measures.DISPLAYED,
+]
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), ""
+            )
+    except OSError:
+        pass
+    with open("/proc/meminfo") as f:
+        memory_kib = int(f.readline().split()[1])
+    return {
+        "cpu": model or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024**2, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "root": os.geteuid() == 0,
+    }
+
+
+def describe(about: dict[str, Any]) -> str:
+    user = "as root" if about["root"] else "unprivileged"
+    return (
+        f"{about['cpu']}, {about['cores']} cores, {about['memory_gib']} GiB, "
+        f"Linux {about['kernel']}, Python {about['python']}, {user}"
+    )
+
+
+def measure_life_cycles(specs: Any, runs: int, samples: Samples) -> None:
+    for kernel in KERNELS:  # one warm-up each: file caches, imports
+        measures.life_cycle(specs, kernel)
+    for _ in range(runs):
+        for kernel in KERNELS:
+            for metric, value in measures.life_cycle(specs, kernel).items():
+                samples.add(metric, kernel, value)
+
+
+def measure_warm_kernels(
+    specs: Any, round_trips: int, floods: int, chunks: int, samples: Samples
+) -> None:
+    """Round trips and IOPub throughput on one warm kernel of each kind, interleaved."""
+    managers = {kernel: manager(specs, kernel) for kernel in KERNELS}
+    clients = {}
+    try:
+        for kernel, km in managers.items():
+            km.start_kernel()
+            clients[kernel] = km.client()
+            clients[kernel].start_channels()
+            clients[kernel].wait_for_ready(timeout=measures.TIMEOUT)
+        for _ in range(20):  # warm-up: first executions import and compile
+            for kc in clients.values():
+                measures.round_trip(kc)
+        for _ in range(round_trips):
+            for kernel, kc in clients.items():
+                samples.add(measures.ROUND_TRIP, kernel, measures.round_trip(kc))
+        printed, displayed = (
+            measures.printed_code(chunks),
+            measures.displayed_code(max(1, chunks * 2 // 5)),
+        )
+        displayed_bytes = max(1, chunks * 2 // 5) * 2_000_000
+        for _ in range(floods):
+            for kernel, kc in clients.items():
+                samples.add(
+                    measures.PRINTED, kernel, measures.throughput(kc, printed, chunks * 1_000_000)
+                )
+                samples.add(
+                    measures.DISPLAYED, kernel, measures.throughput(kc, displayed, displayed_bytes)
+                )
+    finally:
+        for kernel, km in managers.items():
+            if kernel in clients:
+                clients[kernel].stop_channels()
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--runs", type=int, default=10, help="life cycles per kernel (default 10)")
+    parser.add_argument("--round-trips", type=int, default=300, help="`1+1` executions per kernel")
+    parser.add_argument("--floods", type=int, default=5, help="IOPub throughput runs per kernel")
+    parser.add_argument("--json", default="", help="also write the results here")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few samples of each: checks the harness, not the speed",
+    )
+    args = parser.parse_args(argv)
+    runs, round_trips, floods, chunks = args.runs, args.round_trips, args.floods, 50
+    if args.quick:
+        runs, round_trips, floods, chunks = 1, 10, 1, 5
+
+    samples = Samples()
+    began = time.time()
+    with kernelspecs() as specs:
+        measure_life_cycles(specs, runs, samples)
+        measure_warm_kernels(specs, round_trips, floods, chunks, samples)
+    rows = summary(METRICS, samples, STOCK, HOPX)
+    about = machine()
+    print(describe(about))
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "machine": about,
+                    "started": began,
+                    "settings": {
+                        "runs": runs,
+                        "round_trips": round_trips,
+                        "floods": floods,
+                        "chunks": chunks,
+                    },
+                    "rows": [asdict(r) for r in rows],
+                    "samples": {f"{m}|{k}": v for (m, k), v in samples.values.items()},
+                },
+                f,
+                indent=2,
+                ensure_ascii=False,
+            )
+    missing = [m.name for m in METRICS if m.name not in {r.metric for r in rows}]
+    if missing:
+        print(f"no samples for: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The two kernels compared: the stock local-provisioner kernel and the Hopx kernel, both running
+this Python's ipykernel, from kernelspecs in a private directory (nothing installed is used)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+from hopx_kernel.kernelspec import kernelspec
+
+STOCK, HOPX = "stock", "hopx"
+
+
+def _stock_spec() -> dict[str, Any]:
+    return {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (stock)",
+        "language": "python",
+    }
+
+
+@contextmanager
+def kernelspecs(hopx_settings: dict[str, Any] | None = None) -> Iterator[KernelSpecManager]:
+    """A KernelSpecManager that knows exactly the two kernels, named STOCK and HOPX."""
+    with tempfile.TemporaryDirectory(prefix="hopx-bench-") as root:
+        specs = {STOCK: _stock_spec(), HOPX: kernelspec(hopx_settings or {}, python=sys.executable)}
+        for name, spec in specs.items():
+            (Path(root) / name).mkdir()
+            (Path(root) / name / "kernel.json").write_text(json.dumps(spec))
+        yield KernelSpecManager(kernel_dirs=[root])
+
+
+def manager(specs: KernelSpecManager, name: str) -> KernelManager:
+    return KernelManager(kernel_name=name, kernel_spec_manager=specs)

@@ -1,0 +1,125 @@
+"""What is measured on one kernel: its life cycle, execute round trips and IOPub throughput.
+
+Each function drives a real kernel through jupyter_client exactly as a notebook client does and
+returns seconds (or MB/s); the caller interleaves the two kernels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.kernelspec import KernelSpecManager
+
+from benchmarks.kernels import manager
+from benchmarks.stats import Metric
+
+TIMEOUT = 120.0
+
+FIRST_REPLY = Metric("start → first kernel_info_reply", "s")
+READY = Metric("start → wait_for_ready()", "s")
+RESTART = Metric("restart → wait_for_ready()", "s")
+SHUTDOWN = Metric("shutdown", "s")
+ROUND_TRIP = Metric("execute round trip (1+1)", "s")
+PRINTED = Metric("IOPub: printed 1 MB chunks", "MB/s", higher_is_better=True)
+DISPLAYED = Metric("IOPub: 2 MB display_data", "MB/s", higher_is_better=True)
+
+
+def _reply_to(kc: BlockingKernelClient, msg_id: str) -> dict[str, Any]:
+    while True:
+        reply = kc.get_shell_msg(timeout=TIMEOUT)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return dict(reply)
+
+
+def _iopub_until_idle(kc: BlockingKernelClient, msg_id: str) -> int:
+    """Bytes of output the request produced (stream text and text/plain data), once idle."""
+    received = 0
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            received += len(content["text"])
+        elif kind == "display_data":
+            received += len(content["data"].get("text/plain", ""))
+        elif kind == "status" and content["execution_state"] == "idle":
+            return received
+
+
+def life_cycle(specs: KernelSpecManager, name: str) -> dict[Metric, float]:
+    """Two fresh starts (one timed to the first kernel_info_reply, one to wait_for_ready), a
+    restart and a shutdown."""
+    seconds: dict[Metric, float] = {}
+    km = manager(specs, name)
+    started = time.perf_counter()
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        _reply_to(kc, kc.kernel_info())
+        seconds[FIRST_REPLY] = time.perf_counter() - started
+        kc.wait_for_ready(timeout=TIMEOUT)
+        restarting = time.perf_counter()
+        km.restart_kernel()
+        kc.wait_for_ready(timeout=TIMEOUT)
+        seconds[RESTART] = time.perf_counter() - restarting
+    finally:
+        kc.stop_channels()
+        stopping = time.perf_counter()
+        km.shutdown_kernel()
+        seconds[SHUTDOWN] = time.perf_counter() - stopping
+
+    km = manager(specs, name)
+    started = time.perf_counter()
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=TIMEOUT)
+        seconds[READY] = time.perf_counter() - started
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return seconds
+
+
+def round_trip(kc: BlockingKernelClient) -> float:
+    """`1+1`: until both its execute_reply and its idle status have arrived."""
+    started = time.perf_counter()
+    msg_id = kc.execute("1+1", store_history=False)
+    _reply_to(kc, msg_id)
+    _iopub_until_idle(kc, msg_id)
+    return time.perf_counter() - started
+
+
+def printed_code(chunks: int) -> str:
+    return (
+        "import sys\n"
+        f"for _ in range({chunks}):\n"
+        "    sys.stdout.write('x' * 1_000_000)\n"
+        "    sys.stdout.flush()\n"
+    )
+
+
+def displayed_code(items: int) -> str:
+    return (
+        "from IPython.display import display\n"
+        f"for _ in range({items}):\n"
+        "    display({'text/plain': 'x' * 2_000_000}, raw=True)\n"
+    )
+
+
+def throughput(kc: BlockingKernelClient, code: str, expected_bytes: int) -> float:
+    """MB/s of output from execute request to idle; fails if output went missing."""
+    started = time.perf_counter()
+    msg_id = kc.execute(code, store_history=False)
+    received = _iopub_until_idle(kc, msg_id)
+    elapsed = time.perf_counter() - started
+    _reply_to(kc, msg_id)
+    if received != expected_bytes:
+        msg = f"expected {expected_bytes} bytes of output, received {received}"
+        raise RuntimeError(msg)
+    return received / elapsed / 1e6

@@ -1,0 +1,37 @@
+"""The benchmark harness's smoke run: it must work end to end, whatever the timings are.
+
+Fails only when the harness breaks (a kernel that does not start, output that goes missing, a
+figure without samples), never on a ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_reports_every_figure_for_both_kernels(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(results)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(results.read_text())
+    figures = {row["metric"]: row for row in report["rows"]}
+    assert len(figures) == 7, sorted(figures)
+    for name, row in figures.items():
+        for key in ("stock_median", "hopx_median", "stock_p95", "hopx_p95", "ratio"):
+            assert math.isfinite(row[key]), (name, key, row[key])
+            assert row[key] > 0, (name, key, row[key])
+        assert f"| {name} |" in run.stdout
+    assert report["machine"]["cores"] >= 1
