@@ -11,6 +11,7 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
 
 from benchmarks.kernels import manager
 from benchmarks.stats import Metric
@@ -49,15 +50,23 @@ def _iopub_until_idle(kc: BlockingKernelClient, msg_id: str) -> int:
             return received
 
 
+def started_kernel(
+    specs: KernelSpecManager, name: str
+) -> tuple[KernelManager, BlockingKernelClient]:
+    """A kernel started and a client with its channels open (the kernel may not be ready yet)."""
+    km = manager(specs, name)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    return km, kc
+
+
 def life_cycle(specs: KernelSpecManager, name: str) -> dict[Metric, float]:
     """Two fresh starts (one timed to the first kernel_info_reply, one to wait_for_ready), a
     restart and a shutdown."""
     seconds: dict[Metric, float] = {}
-    km = manager(specs, name)
     started = time.perf_counter()
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
+    km, kc = started_kernel(specs, name)
     try:
         _reply_to(kc, kc.kernel_info())
         seconds[FIRST_REPLY] = time.perf_counter() - started
@@ -72,11 +81,8 @@ def life_cycle(specs: KernelSpecManager, name: str) -> dict[Metric, float]:
         km.shutdown_kernel()
         seconds[SHUTDOWN] = time.perf_counter() - stopping
 
-    km = manager(specs, name)
     started = time.perf_counter()
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
+    km, kc = started_kernel(specs, name)
     try:
         kc.wait_for_ready(timeout=TIMEOUT)
         seconds[READY] = time.perf_counter() - started
