@@ -19,8 +19,11 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
 from benchmarks import measures
-from benchmarks.kernels import HOPX, STOCK, kernelspecs, manager
+from benchmarks.kernels import HOPX, STOCK, kernelspecs
 from benchmarks.stats import Metric, Samples, summary, table
 
 KERNELS = (STOCK, HOPX)
@@ -74,42 +77,32 @@ def measure_life_cycles(specs: Any, runs: int, samples: Samples) -> None:
 
 
 def measure_warm_kernels(
-    specs: Any, round_trips: int, floods: int, chunks: int, samples: Samples
+    specs: Any, round_trips: int, floods: int, sizes: tuple[int, int], samples: Samples
 ) -> None:
-    """Round trips and IOPub throughput on one warm kernel of each kind, interleaved."""
-    managers = {kernel: manager(specs, kernel) for kernel in KERNELS}
-    clients = {}
+    """Round trips and IOPub throughput on one warm kernel of each kind, interleaved.
+
+    sizes: (1 MB chunks printed, 2 MB items displayed) per flood."""
+    printed, displayed = measures.printing(sizes[0]), measures.displaying(sizes[1])
+    started: dict[str, tuple[KernelManager, BlockingKernelClient]] = {}
     try:
-        for kernel, km in managers.items():
-            km.start_kernel()
-            clients[kernel] = km.client()
-            clients[kernel].start_channels()
-            clients[kernel].wait_for_ready(timeout=measures.TIMEOUT)
+        for kernel in KERNELS:
+            started[kernel] = measures.started_kernel(specs, kernel)
+            started[kernel][1].wait_for_ready(timeout=measures.TIMEOUT)
+        clients = {kernel: kc for kernel, (_, kc) in started.items()}
         for _ in range(20):  # warm-up: first executions import and compile
             for kc in clients.values():
                 measures.round_trip(kc)
         for _ in range(round_trips):
             for kernel, kc in clients.items():
                 samples.add(measures.ROUND_TRIP, kernel, measures.round_trip(kc))
-        printed, displayed = (
-            measures.printed_code(chunks),
-            measures.displayed_code(max(1, chunks * 2 // 5)),
-        )
-        displayed_bytes = max(1, chunks * 2 // 5) * 2_000_000
         for _ in range(floods):
             for kernel, kc in clients.items():
-                samples.add(
-                    measures.PRINTED, kernel, measures.throughput(kc, printed, chunks * 1_000_000)
-                )
-                samples.add(
-                    measures.DISPLAYED, kernel, measures.throughput(kc, displayed, displayed_bytes)
-                )
+                samples.add(measures.PRINTED, kernel, measures.throughput(kc, *printed))
+                samples.add(measures.DISPLAYED, kernel, measures.throughput(kc, *displayed))
     finally:
-        for kernel, km in managers.items():
-            if kernel in clients:
-                clients[kernel].stop_channels()
-            if km.has_kernel:
-                km.shutdown_kernel(now=True)
+        for km, kc in started.values():
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,15 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         help="a few samples of each: checks the harness, not the speed",
     )
     args = parser.parse_args(argv)
-    runs, round_trips, floods, chunks = args.runs, args.round_trips, args.floods, 50
+    runs, round_trips, floods = args.runs, args.round_trips, args.floods
+    sizes = (50, 20)  # 50 chunks of 1 MB printed, 20 items of 2 MB displayed
     if args.quick:
-        runs, round_trips, floods, chunks = 1, 10, 1, 5
+        runs, round_trips, floods, sizes = 1, 10, 1, (5, 2)
 
     samples = Samples()
     began = time.time()
     with kernelspecs() as specs:
         measure_life_cycles(specs, runs, samples)
-        measure_warm_kernels(specs, round_trips, floods, chunks, samples)
+        measure_warm_kernels(specs, round_trips, floods, sizes, samples)
     rows = summary(METRICS, samples, STOCK, HOPX)
     about = machine()
     print(describe(about))
@@ -149,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                         "runs": runs,
                         "round_trips": round_trips,
                         "floods": floods,
-                        "chunks": chunks,
+                        "printed_mb": sizes[0],
+                        "displayed_items": sizes[1],
                     },
                     "rows": [asdict(r) for r in rows],
                     "samples": {f"{m}|{k}": v for (m, k), v in samples.values.items()},

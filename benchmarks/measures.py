@@ -101,21 +101,28 @@ def round_trip(kc: BlockingKernelClient) -> float:
     return time.perf_counter() - started
 
 
-def printed_code(chunks: int) -> str:
-    return (
+MB = 1_000_000
+
+
+def printing(chunks: int) -> tuple[str, int]:
+    """Code printing `chunks` chunks of 1 MB, flushing each, and the bytes of output it makes."""
+    code = (
         "import sys\n"
         f"for _ in range({chunks}):\n"
-        "    sys.stdout.write('x' * 1_000_000)\n"
+        f"    sys.stdout.write('x' * {MB})\n"
         "    sys.stdout.flush()\n"
     )
+    return code, chunks * MB
 
 
-def displayed_code(items: int) -> str:
-    return (
+def displaying(items: int) -> tuple[str, int]:
+    """Code displaying `items` items of 2 MB of text/plain, and the bytes of output it makes."""
+    code = (
         "from IPython.display import display\n"
         f"for _ in range({items}):\n"
-        "    display({'text/plain': 'x' * 2_000_000}, raw=True)\n"
+        f"    display({{'text/plain': 'x' * {2 * MB}}}, raw=True)\n"
     )
+    return code, items * 2 * MB
 
 
 def throughput(kc: BlockingKernelClient, code: str, expected_bytes: int) -> float:

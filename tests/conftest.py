@@ -188,10 +188,10 @@ def cgroup_limits(directories: list[str]) -> CgroupLimits:
     the v2 code on a v2 host and the v1 code on a v1 or hybrid one."""
     found: dict[str, str] = {}
     for directory in directories:
-        for entry in Path(directory).iterdir():
-            found.setdefault(
-                entry.name, entry.read_text().strip() if entry.name in _LIMIT_FILES else ""
-            )
+        for name in _LIMIT_FILES:
+            path = Path(directory) / name
+            if name not in found and path.exists():
+                found[name] = path.read_text().strip()
     if "memory.max" in found:
         memory = int(found["memory.max"])
         swap_capped = found.get("memory.swap.max", "0") == "0"

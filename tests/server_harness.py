@@ -67,6 +67,18 @@ class Server:
         assert response.status_code == 201, (response.text, self.log()[-3000:])
         return str(response.json()["id"])
 
+    def open_notebook(self, path: str, kernel_name: str) -> str:
+        """Open a notebook session as JupyterLab does (POST /api/sessions); its kernel's id."""
+        model = {
+            "path": path,
+            "name": path.rsplit("/", 1)[-1],
+            "type": "notebook",
+            "kernel": {"name": kernel_name},
+        }
+        response = self.api("POST", "/api/sessions", json=model)
+        assert response.status_code == 201, (response.text, self.log()[-3000:])
+        return str(response.json()["kernel"]["id"])
+
     def kernel_model(self, kernel_id: str) -> dict[str, Any]:
         response = self.api("GET", f"/api/kernels/{kernel_id}")
         assert response.status_code == 200, response.text

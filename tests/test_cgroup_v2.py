@@ -20,13 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_cgroups import LIMITS, assert_joins_and_is_removed
 from test_unprivileged import GID, UID, run_unprivileged
 
 from conftest import wait_until
 from runtime.cgroups import SUPERVISOR_LEAF, CgroupHost, SandboxCgroup
-from runtime.spec import Limits
-
-LIMITS = Limits(memory=256 << 20, cpus=0.5, pids=64)
 
 
 def unified() -> Path:
@@ -70,16 +68,10 @@ def test_v2_real_cgroup_limits_join_and_remove() -> None:
         assert (directory / "pids.max").read_text().strip() == "64"
         if (directory / "memory.swap.max").exists():
             assert (directory / "memory.swap.max").read_text().strip() == "0"
-        joined = subprocess.Popen(
-            ["sleep", "60"],
-            preexec_fn=lambda: [Path(p).write_text("0") for p in cgroup.procs_files()],  # noqa: PLW1509
-        )
-        assert cgroup.pids() == {joined.pid}
-        assert cgroup.memory_usage() is not None
-    finally:
+    except BaseException:
         cgroup.remove()
-    assert joined.wait(5) == -9
-    assert not directory.exists()
+        raise
+    assert_joins_and_is_removed(cgroup)
 
 
 FORKER = """

@@ -79,6 +79,17 @@ def test_v1_real_cgroup_limits_join_and_remove() -> None:
         assert (by["memory"] / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
         assert (by["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
         assert (by["pids"] / "pids.max").read_text().strip() == "64"
+    except BaseException:
+        cgroup.remove()
+        raise
+    assert_joins_and_is_removed(cgroup)
+
+
+def assert_joins_and_is_removed(cgroup: SandboxCgroup) -> None:
+    """A process joins every directory of `cgroup` and is counted there; remove() kills it and
+    removes every directory."""
+    directories = list(cgroup.directories)
+    try:
         joined = subprocess.Popen(
             ["sleep", "60"],
             preexec_fn=lambda: [Path(p).write_text("0") for p in cgroup.procs_files()],  # noqa: PLW1509
@@ -88,4 +99,4 @@ def test_v1_real_cgroup_limits_join_and_remove() -> None:
     finally:
         cgroup.remove()
     assert joined.wait(5) == -9
-    assert not any(os.path.exists(d) for d in by.values())
+    assert not any(os.path.exists(d) for d in directories)

@@ -116,15 +116,7 @@ def test_session_kernel_knows_its_notebook(server: Server, kernel_name: str) -> 
     launch env as JPY_SESSION_NAME)."""
     notebook = server.root / "notebooks" / "analysis.ipynb"
     notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
-    model = {
-        "path": "notebooks/analysis.ipynb",
-        "name": "analysis.ipynb",
-        "type": "notebook",
-        "kernel": {"name": kernel_name},
-    }
-    response = server.api("POST", "/api/sessions", json=model)
-    assert response.status_code == 201, response.text
-    ks = server.connect(response.json()["kernel"]["id"])
+    ks = server.connect(server.open_notebook("notebooks/analysis.ipynb", kernel_name))
     seen = ks.value("import json; print(json.dumps(globals().get('__session__')))")
     assert seen == str(notebook)
 

@@ -395,15 +395,7 @@ def test_the_token_is_nowhere_in_the_sandbox(
     control = project / "data" / "export.bin"
     control.write_bytes(b"x" * (CHUNK - 10) + token.encode() + b"y" * 100)
 
-    model = {
-        "path": "project/analysis.ipynb",
-        "name": "analysis.ipynb",
-        "type": "notebook",
-        "kernel": {"name": KERNEL_NAME},
-    }
-    response = server.api("POST", "/api/sessions", json=model)
-    assert response.status_code == 201, (response.text, server.log()[-3000:])
-    ks = server.connect(response.json()["kernel"]["id"])
+    ks = server.connect(server.open_notebook("project/analysis.ipynb", KERNEL_NAME))
     areas = ["/usr", sys.prefix, str(project)]
     params: dict[str, Any] = {
         "REVERSED": [token[::-1], marker[::-1]],
