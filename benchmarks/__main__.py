@@ -22,7 +22,7 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from benchmarks import measures
+from benchmarks import batches, measures, memory
 from benchmarks.kernels import HOPX, STOCK, kernelspecs
 from benchmarks.stats import Metric, Samples, summary, table
 
@@ -35,7 +35,11 @@ METRICS: list[Metric] = [
     measures.ROUND_TRIP,
     measures.PRINTED,
     measures.DISPLAYED,
+    batches.PAPERMILL,
+    batches.BURST,
 ]
+# The memory budget the fit figure is given in.
+BUDGET = 20 * memory.GIB
 
 
 def machine() -> dict[str, Any]:
@@ -105,6 +109,61 @@ def measure_warm_kernels(
             km.shutdown_kernel(now=True)
 
 
+def measure_batches(specs: Any, repeats: int, notebooks: int, burst: int, samples: Samples) -> None:
+    for _ in range(repeats):
+        for kernel in KERNELS:
+            samples.add(
+                batches.PAPERMILL, kernel, batches.papermill_batch(specs, kernel, notebooks, 2)
+            )
+        for kernel in KERNELS:
+            samples.add(batches.BURST, kernel, batches.burst(specs, kernel, burst))
+
+
+def measure_memory(specs: Any, kernels: int) -> dict[str, float]:
+    """PSS of `kernels` idle kernels of each kind running together, averaged per kernel."""
+    started: list[tuple[KernelManager, BlockingKernelClient]] = []
+    try:
+        for _ in range(kernels):
+            for kernel in KERNELS:
+                started.append(measures.started_kernel(specs, kernel))
+        for _, kc in started:
+            kc.wait_for_ready(timeout=measures.TIMEOUT)
+        time.sleep(2.0)  # let start-up garbage settle: idle is what is measured
+        figures = [memory.kernel_memory(km) for km, _ in started]
+    finally:
+        for km, kc in started:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+    stock, hopx = figures[0::2], figures[1::2]
+    stock_kernel = sum(f.kernel for f in stock) / len(stock)
+    hopx_kernel = sum(f.kernel for f in hopx) / len(hopx)
+    extra = sum(f.extra for f in hopx) / len(hopx)
+    return {
+        "kernels": kernels,
+        "stock_kernel_mib": stock_kernel / memory.MIB,
+        "hopx_kernel_mib": hopx_kernel / memory.MIB,
+        "extra_per_sandbox_mib": extra / memory.MIB,
+        "stock_fit_in_20_gib": memory.fit(BUDGET, stock_kernel),
+        "hopx_fit_in_20_gib": memory.fit(BUDGET, hopx_kernel + extra),
+    }
+
+
+def memory_table(figures: dict[str, float]) -> str:
+    n = int(figures["kernels"])
+    return "\n".join(
+        [
+            f"| memory ({n} idle kernels of each, PSS) | stock | Hopx |",
+            "|---|---:|---:|",
+            f"| kernel | {figures['stock_kernel_mib']:.1f} MiB | "
+            f"{figures['hopx_kernel_mib']:.1f} MiB |",
+            f"| sandbox (supervisor, relay, bubblewrap) | — | "
+            f"{figures['extra_per_sandbox_mib']:.1f} MiB |",
+            f"| idle kernels that fit in 20 GiB | {figures['stock_fit_in_20_gib']} | "
+            f"{figures['hopx_fit_in_20_gib']} |",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0]
@@ -112,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10, help="life cycles per kernel (default 10)")
     parser.add_argument("--round-trips", type=int, default=300, help="`1+1` executions per kernel")
     parser.add_argument("--floods", type=int, default=5, help="IOPub throughput runs per kernel")
+    parser.add_argument("--batches", type=int, default=2, help="papermill batches and bursts")
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument(
         "--quick",
@@ -121,18 +181,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs, round_trips, floods = args.runs, args.round_trips, args.floods
     sizes = (50, 20)  # 50 chunks of 1 MB printed, 20 items of 2 MB displayed
+    notebooks, burst, idle = 20, 20, 10  # papermill batch, kernels started at once, idle kernels
+    repeats = args.batches
     if args.quick:
         runs, round_trips, floods, sizes = 1, 10, 1, (5, 2)
+        notebooks, burst, idle, repeats = 2, 2, 1, 1
 
     samples = Samples()
     began = time.time()
     with kernelspecs() as specs:
         measure_life_cycles(specs, runs, samples)
         measure_warm_kernels(specs, round_trips, floods, sizes, samples)
+        measure_batches(specs, repeats, notebooks, burst, samples)
+        memory_figures = measure_memory(specs, idle)
     rows = summary(METRICS, samples, STOCK, HOPX)
     about = machine()
     print(describe(about))
+    print(
+        f"{runs} life cycles, {round_trips} round trips and {floods} output floods per kernel; "
+        f"{repeats} papermill batches of {notebooks} notebooks and bursts of {burst} starts"
+    )
     print(table(rows))
+    print()
+    print(memory_table(memory_figures))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -145,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
                         "floods": floods,
                         "printed_mb": sizes[0],
                         "displayed_items": sizes[1],
+                        "papermill_notebooks": notebooks,
+                        "burst_kernels": burst,
+                        "batches": repeats,
                     },
                     "rows": [asdict(r) for r in rows],
+                    "memory": memory_figures,
                     "samples": {f"{m}|{k}": v for (m, k), v in samples.values.items()},
                 },
                 f,

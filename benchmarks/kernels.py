@@ -33,9 +33,14 @@ def kernelspecs(hopx_settings: dict[str, Any] | None = None) -> Iterator[KernelS
     with tempfile.TemporaryDirectory(prefix="hopx-bench-") as root:
         specs = {STOCK: _stock_spec(), HOPX: kernelspec(hopx_settings or {}, python=sys.executable)}
         for name, spec in specs.items():
-            (Path(root) / name).mkdir()
-            (Path(root) / name / "kernel.json").write_text(json.dumps(spec))
-        yield KernelSpecManager(kernel_dirs=[root])
+            (Path(root) / "kernels" / name).mkdir(parents=True)
+            (Path(root) / "kernels" / name / "kernel.json").write_text(json.dumps(spec))
+        yield KernelSpecManager(kernel_dirs=[str(Path(root) / "kernels")])
+
+
+def jupyter_path(specs: KernelSpecManager) -> str:
+    """JUPYTER_PATH under which other programs (papermill) find the same two kernels."""
+    return str(Path(specs.kernel_dirs[0]).parent)
 
 
 def manager(specs: KernelSpecManager, name: str) -> KernelManager:

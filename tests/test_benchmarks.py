@@ -28,10 +28,16 @@ def test_quick_benchmark_reports_every_figure_for_both_kernels(tmp_path: Path) -
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(results.read_text())
     figures = {row["metric"]: row for row in report["rows"]}
-    assert len(figures) == 7, sorted(figures)
+    assert len(figures) == 9, sorted(figures)
     for name, row in figures.items():
         for key in ("stock_median", "hopx_median", "stock_p95", "hopx_p95", "ratio"):
             assert math.isfinite(row[key]), (name, key, row[key])
             assert row[key] > 0, (name, key, row[key])
         assert f"| {name} |" in run.stdout
     assert report["machine"]["cores"] >= 1
+    memory = report["memory"]
+    for key in ("stock_kernel_mib", "hopx_kernel_mib", "extra_per_sandbox_mib"):
+        assert math.isfinite(memory[key]), (key, memory[key])
+        assert memory[key] > 0, (key, memory[key])
+    assert memory["hopx_fit_in_20_gib"] > 0
+    assert "idle kernels that fit in 20 GiB" in run.stdout
