@@ -14,6 +14,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
@@ -35,7 +36,12 @@ CELLS = (
 
 
 def notebook(path: Path) -> None:
-    cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": []}
+    cell: dict[str, Any] = {
+        "cell_type": "code",
+        "execution_count": None,
+        "metadata": {},
+        "outputs": [],
+    }
     nb = {
         "cells": [{**cell, "id": f"cell-{i}", "source": s} for i, s in enumerate(CELLS)],
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
