@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -19,10 +18,13 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from runtime.cgroups import SandboxCgroup
+from runtime.forkserver import ForkedProcess, fork_supervisor
 from runtime.spec import SandboxSpec
 from runtime.supervisor import STATE_RECORD
 
 MAX_EVENT_BYTES = 64 * 1024
+
+SupervisorProcess = subprocess.Popen[bytes] | ForkedProcess
 
 
 class SandboxStartError(RuntimeError):
@@ -30,7 +32,7 @@ class SandboxStartError(RuntimeError):
 
 
 class SupervisorHandle:
-    def __init__(self, spec: SandboxSpec, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, spec: SandboxSpec, process: SupervisorProcess) -> None:
         self.spec = spec
         self.process = process
         self.started: dict[str, Any] = {}
@@ -55,17 +57,25 @@ class SupervisorHandle:
     ) -> SupervisorHandle:
         """Start a supervisor for `spec` and wait until the sandbox runs or has failed to start.
 
-        `launcher` prefixes the supervisor's command line with one that execs it in place, such
-        as `systemd-run --scope`."""
-        process = subprocess.Popen(
-            # -I: nothing from the environment or the current directory decides what runs as the
-            # supervisor (a notebook folder with a "runtime" package must not shadow ours).
-            [*launcher, python, "-I", "-m", "runtime.supervisor"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd="/",
-            start_new_session=True,
-        )
+        The supervisor is forked from this process's fork server (`runtime.forkserver`) for
+        `python`. A `launcher` starts it as a new process instead: a command line that execs the
+        supervisor in place, such as `systemd-run --scope`."""
+        process: SupervisorProcess
+        if launcher:
+            process = subprocess.Popen(
+                # -I: nothing from the environment or the current directory decides what runs as
+                # the supervisor (a notebook folder with a "runtime" package must not shadow ours).
+                [*launcher, python, "-I", "-m", "runtime.supervisor"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd="/",
+                start_new_session=True,
+            )
+        else:
+            try:
+                process = fork_supervisor(python)
+            except OSError as e:
+                raise SandboxStartError(str(e)) from e
         handle = cls(spec, process)
         assert process.stdin is not None
         try:
@@ -142,8 +152,7 @@ class SupervisorHandle:
 
     def kill_now(self) -> None:
         """SIGKILL the supervisor; bubblewrap dies with it and cleanup() removes the rest."""
-        with contextlib.suppress(OSError):
-            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.kill()
         self.process.wait()
         self.cleanup()
 

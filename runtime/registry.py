@@ -18,7 +18,7 @@ from typing import Any
 
 from runtime.cgroups import CgroupHost, SandboxCgroup, read_memory_usage, stale_cgroups
 from runtime.host_uids import sweep_claims
-from runtime.supervisor import CGROUP_PREFIX, STATE_RECORD
+from runtime.supervisor import CGROUP_PREFIX, PROCESS_NAME, STATE_RECORD
 
 # A kernel directory without a record is normal between a restart's stop and start; only one this
 # old is abandoned.
@@ -48,8 +48,8 @@ def is_supervisor(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"runtime.supervisor" in f.read()
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == PROCESS_NAME
     except OSError:
         return False
 

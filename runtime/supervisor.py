@@ -46,6 +46,7 @@ from runtime.stop_notice import STARTUP_FILE, notice_signal, startup_file
 from runtime.units import LimitError
 
 STATE_RECORD = "sandbox.json"
+PROCESS_NAME = "hopx-supervisor"
 CGROUP_PREFIX = "hopx-"
 # Where a root supervisor stages host paths for the sandbox uid, inside a private mount namespace.
 STAGE_DIR = "/tmp/.hopx-stage"
@@ -74,8 +75,9 @@ def emit(event: str, **fields: Any) -> None:
 
 
 class Supervisor:
-    def __init__(self, spec: SandboxSpec) -> None:
+    def __init__(self, spec: SandboxSpec, owner_pid: int) -> None:
         self.spec = spec
+        self.owner_pid = owner_pid
         self.cgroup = SandboxCgroup(cgroup_name(spec.sandbox_id, os.getpid()))
         self.alive = threading.Event()
         self.relay = Relay(spec.channels, self.alive)
@@ -342,7 +344,7 @@ class Supervisor:
             "kernel_id": spec.kernel_id,
             "sandbox_id": spec.sandbox_id,
             "supervisor_pid": os.getpid(),
-            "owner_pid": os.getppid(),
+            "owner_pid": self.owner_pid,
             "sandbox_pid": self.sandbox_pid,
             "started": self.started_at,
             "limits": vars(spec.limits),
@@ -551,7 +553,12 @@ def _data_fd(data: bytes) -> int:
     return fd
 
 
-def main() -> int:
+def main(owner_pid: int | None = None) -> int:
+    """Run one supervisor on stdin and stdout. `owner_pid`: the process it serves, when that is
+    not its parent (a supervisor forked by `runtime.forkserver`)."""
+    # The name tells supervisors from other processes (`runtime.registry`), forked or not.
+    with open("/proc/self/comm", "w") as f:
+        f.write(PROCESS_NAME)
     # The supervisor ends with its owner (stdin EOF) or on request, never from a terminal ^C.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     line = sys.stdin.buffer.readline(MAX_SPEC_BYTES + 1)
@@ -560,7 +567,7 @@ def main() -> int:
     except (ValueError, TypeError) as e:
         emit("failed", error=f"bad sandbox spec: {e}")
         return 2
-    supervisor = Supervisor(spec)
+    supervisor = Supervisor(spec, owner_pid or os.getppid())
     signal.signal(signal.SIGTERM, supervisor.on_sigterm)
     try:
         supervisor.start()

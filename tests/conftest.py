@@ -25,6 +25,8 @@ from jupyter_client.manager import KernelManager
 
 from hopx_kernel.kernelspec import kernelspec
 from runtime.cgroups import CgroupHost
+from runtime.forkserver import PROCESS_NAME as FORK_SERVER_NAME
+from runtime.supervisor import PROCESS_NAME as SUPERVISOR_NAME
 
 # Small limits keep the limit tests quick; the defaults are tested as defaults elsewhere.
 TEST_SETTINGS: dict[str, Any] = {"memory_limit": "512M", "disk_limit": "64M"}
@@ -218,17 +220,26 @@ _LIMIT_FILES = {
 
 
 def hopx_processes() -> list[str]:
-    """Command lines of running supervisors and bubblewrap processes."""
+    """Running supervisors and bubblewrap processes, and fork servers whose owner has gone."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if "runtime.supervisor" in cmdline or cmdline.startswith(("bwrap ", "/usr/bin/bwrap ")):
-            found.append(f"{pid}: {cmdline[:120]}")
+        # A fork server outlives its owner only if it missed the owner's end: then it has been
+        # handed to init.
+        orphaned_fork_server = name == FORK_SERVER_NAME and parent == 1
+        if (
+            name == SUPERVISOR_NAME
+            or orphaned_fork_server
+            or cmdline.startswith(("bwrap ", "/usr/bin/bwrap "))
+        ):
+            found.append(f"{pid} ({name}): {cmdline[:120]}")
     return found
 
 

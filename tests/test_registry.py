@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import wait_until
 from runtime.cgroups import CgroupHost, SandboxCgroup
-from runtime.registry import ABANDONED_AFTER, sweep
+from runtime.registry import ABANDONED_AFTER, is_supervisor, sweep
 from runtime.spec import Limits
-from runtime.supervisor import cgroup_name
+from runtime.supervisor import PROCESS_NAME, cgroup_name
 
 LIMITS = Limits(memory=64 << 20, cpus=0, pids=16, disk=0)
 
@@ -24,13 +25,18 @@ def dead_pid() -> int:
 
 def test_orphaned_cgroups_go_and_live_ones_stay(tmp_path: Path) -> None:
     host = CgroupHost.detect()
-    # A process whose command line names the supervisor module stands for a live supervisor.
+    # A process that names itself as supervisors do stands for a live supervisor.
     live = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "runtime.supervisor"]
+        [
+            sys.executable,
+            "-c",
+            f"open('/proc/self/comm', 'w').write('{PROCESS_NAME}'); import time; time.sleep(60)",
+        ]
     )
     orphan = SandboxCgroup.create(host, cgroup_name("sweeptest", dead_pid()), LIMITS)
     running = SandboxCgroup.create(host, cgroup_name("sweeptest", live.pid), LIMITS)
     try:
+        assert wait_until(lambda: is_supervisor(live.pid))
         removed = sweep(str(tmp_path), host=host)
         assert set(orphan.directories) <= set(removed)
         assert not any(os.path.exists(d) for d in orphan.directories)
