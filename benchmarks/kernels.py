@@ -17,6 +17,9 @@ from jupyter_client.manager import KernelManager
 from hopx_kernel.kernelspec import kernelspec
 
 STOCK, HOPX = "stock", "hopx"
+# The stock kernel with its channels CurveZMQ-encrypted as Hopx's are, over plain TCP: shows how
+# much of Hopx's cost is the encryption alone.
+STOCK_CURVE = "stock-curve"
 
 
 def _stock_spec() -> dict[str, Any]:
@@ -31,7 +34,11 @@ def _stock_spec() -> dict[str, Any]:
 def kernelspecs(hopx_settings: dict[str, Any] | None = None) -> Iterator[KernelSpecManager]:
     """A KernelSpecManager that knows exactly the two kernels, named STOCK and HOPX."""
     with tempfile.TemporaryDirectory(prefix="hopx-bench-") as root:
-        specs = {STOCK: _stock_spec(), HOPX: kernelspec(hopx_settings or {}, python=sys.executable)}
+        specs = {
+            STOCK: _stock_spec(),
+            STOCK_CURVE: {**_stock_spec(), "metadata": {"supported_encryption": "curve"}},
+            HOPX: kernelspec(hopx_settings or {}, python=sys.executable),
+        }
         for name, spec in specs.items():
             (Path(root) / "kernels" / name).mkdir(parents=True)
             (Path(root) / "kernels" / name / "kernel.json").write_text(json.dumps(spec))
@@ -44,4 +51,7 @@ def jupyter_path(specs: KernelSpecManager) -> str:
 
 
 def manager(specs: KernelSpecManager, name: str) -> KernelManager:
-    return KernelManager(kernel_name=name, kernel_spec_manager=specs)
+    encryption = "required" if name == STOCK_CURVE else "disabled"
+    return KernelManager(
+        kernel_name=name, kernel_spec_manager=specs, transport_encryption=encryption
+    )
