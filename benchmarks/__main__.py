@@ -23,10 +23,13 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 from benchmarks import batches, measures, memory
-from benchmarks.kernels import HOPX, STOCK, kernelspecs
-from benchmarks.stats import Metric, Samples, summary, table
+from benchmarks.kernels import HOPX, STOCK, STOCK_CURVE, kernelspecs
+from benchmarks.stats import Metric, Samples, breakdown, summary, table
 
 KERNELS = (STOCK, HOPX)
+# Warm kernels: the stock kernel with CurveZMQ too, which splits Hopx's cost in two.
+WARM_KERNELS = (STOCK, STOCK_CURVE, HOPX)
+WARM_METRICS = [measures.ROUND_TRIP, measures.PRINTED, measures.DISPLAYED]
 METRICS: list[Metric] = [
     measures.FIRST_REPLY,
     measures.READY,
@@ -83,13 +86,14 @@ def measure_life_cycles(specs: Any, runs: int, samples: Samples) -> None:
 def measure_warm_kernels(
     specs: Any, round_trips: int, floods: int, sizes: tuple[int, int], samples: Samples
 ) -> None:
-    """Round trips and IOPub throughput on one warm kernel of each kind, interleaved.
+    """Round trips and IOPub throughput on one warm kernel of each kind, interleaved (the stock
+    kernel with CurveZMQ included).
 
     sizes: (1 MB chunks printed, 2 MB items displayed) per flood."""
     printed, displayed = measures.printing(sizes[0]), measures.displaying(sizes[1])
     started: dict[str, tuple[KernelManager, BlockingKernelClient]] = {}
     try:
-        for kernel in KERNELS:
+        for kernel in WARM_KERNELS:
             started[kernel] = measures.started_kernel(specs, kernel)
             started[kernel][1].wait_for_ready(timeout=measures.TIMEOUT)
         clients = {kernel: kc for kernel, (_, kc) in started.items()}
@@ -130,6 +134,7 @@ def measure_memory(specs: Any, kernels: int) -> dict[str, float]:
             kc.wait_for_ready(timeout=measures.TIMEOUT)
         time.sleep(2.0)  # let start-up garbage settle: idle is what is measured
         figures = [memory.kernel_memory(km) for km, _ in started]
+        fork_server = memory.fork_server_memory(started[1][0])
     finally:
         for km, kc in started:
             kc.stop_channels()
@@ -143,6 +148,7 @@ def measure_memory(specs: Any, kernels: int) -> dict[str, float]:
         "stock_kernel_mib": stock_kernel / memory.MIB,
         "hopx_kernel_mib": hopx_kernel / memory.MIB,
         "extra_per_sandbox_mib": extra / memory.MIB,
+        "fork_server_mib": fork_server / memory.MIB,
         "stock_fit_in_20_gib": memory.fit(BUDGET, stock_kernel),
         "hopx_fit_in_20_gib": memory.fit(BUDGET, hopx_kernel + extra),
     }
@@ -158,6 +164,7 @@ def memory_table(figures: dict[str, float]) -> str:
             f"{figures['hopx_kernel_mib']:.1f} MiB |",
             f"| sandbox (supervisor, relay, bubblewrap) | — | "
             f"{figures['extra_per_sandbox_mib']:.1f} MiB |",
+            f"| fork server (once per Jupyter server) | — | {figures['fork_server_mib']:.1f} MiB |",
             f"| idle kernels that fit in 20 GiB | {figures['stock_fit_in_20_gib']} | "
             f"{figures['hopx_fit_in_20_gib']} |",
         ]
@@ -202,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{repeats} papermill batches of {notebooks} notebooks and bursts of {burst} starts"
     )
     print(table(rows))
+    print()
+    print(breakdown(WARM_METRICS, samples, STOCK, STOCK_CURVE, HOPX))
     print()
     print(memory_table(memory_figures))
     if args.json:

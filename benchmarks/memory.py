@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from jupyter_client.manager import KernelManager
 
+from runtime.forkserver import PROCESS_NAME as FORK_SERVER_NAME
+
 GIB = 1024**3
 MIB = 1024**2
 
@@ -89,6 +91,20 @@ def kernel_memory(km: KernelManager) -> KernelMemory:
 def _only_child(pid: int) -> int:
     below = children(pid)
     return below[0] if len(below) == 1 else 0
+
+
+def fork_server_memory(km: KernelManager) -> int:
+    """PSS of the fork server a Hopx kernel's supervisor was forked from: paid once per owner
+    (a Jupyter server), not per sandbox."""
+    supervisor = getattr(km.provisioner, "supervisor", None)
+    if supervisor is None:
+        return 0
+    try:
+        with open(f"/proc/{supervisor.pid}/stat") as f:
+            parent = int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pss_bytes(parent) if command_name(parent) == FORK_SERVER_NAME else 0
 
 
 def fit(budget: int, per_kernel: float) -> int:

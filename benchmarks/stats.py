@@ -85,3 +85,21 @@ def table(rows: list[Row]) -> str:
         cells = " | ".join(_show(v, row.unit) for v in values)
         lines.append(f"| {row.metric} | {cells} | {row.ratio:.2f} |")
     return "\n".join(lines)
+
+
+def breakdown(metrics: list[Metric], samples: Samples, stock: str, curve: str, hopx: str) -> str:
+    """Medians of the stock kernel, the stock kernel with CurveZMQ and Hopx, and the ratios
+    that split Hopx's cost into the encryption's and the sandbox's (relay included)."""
+    lines = [
+        "| figure | stock | stock + CurveZMQ | Hopx | encryption | sandbox and relay |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for metric in metrics:
+        a, b, c = (samples.of(metric, k) for k in (stock, curve, hopx))
+        if not (a and b and c):
+            continue
+        medians = [statistics.median(v) for v in (a, b, c)]
+        cells = " | ".join(_show(m, metric.unit) for m in medians)
+        encryption, sandbox = medians[1] / medians[0], medians[2] / medians[1]
+        lines.append(f"| {metric.name} | {cells} | {encryption:.2f} | {sandbox:.2f} |")
+    return "\n".join(lines)
