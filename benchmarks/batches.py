@@ -93,7 +93,7 @@ def papermill_batch(specs: KernelSpecManager, name: str, notebooks: int, paralle
 def burst(specs: KernelSpecManager, name: str, kernels: int) -> float:
     """Start `kernels` kernels at once, as a server does when a class opens its notebooks; wait
     until every one answers; fails if any start fails."""
-    return asyncio.run(_burst(specs, name, kernels))
+    return asyncio.run(asyncio.wait_for(_burst(specs, name, kernels), TIMEOUT))
 
 
 async def _burst(specs: KernelSpecManager, name: str, kernels: int) -> float:
