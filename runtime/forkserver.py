@@ -8,8 +8,9 @@ siblings until it changes them.
 
 Protocol, over a SOCK_SEQPACKET socket that is the fork server's stdin:
 
-- the owner sends ``F`` with two fds, the new supervisor's stdin and stdout (the same lifeline
-  and event pipes a directly started supervisor has);
+- the owner sends ``F`` with three fds, the new supervisor's stdin, stdout and stderr (the same
+  lifeline and event pipes a directly started supervisor has, and the owner's stderr as it is at
+  that moment, which may not be what it was when the fork server started);
 - the fork server answers ``F`` and the child's pid, with a pidfd for it, or ``E`` and an error;
 - when a child ends, the fork server reaps it and sends ``X``, its pid and its exit status
   (negative: the signal that ended it, as subprocess reports it).
@@ -22,6 +23,7 @@ and the child may still enter a new user namespace, which requires a single thre
 from __future__ import annotations
 
 import array
+import atexit
 import contextlib
 import gc
 import os
@@ -87,31 +89,31 @@ class ForkServer:
                         os.read(self._wakeup_r, 512)
                     self._reap()
                     continue
-                data, fds = receive(self.sock, 2)
+                data, fds = receive(self.sock, 3)
                 if not data:
                     return  # the owner is gone
-                if data == REQUEST and len(fds) == 2:
-                    self._fork(fds[0], fds[1], selector)
+                if data == REQUEST and len(fds) == 3:
+                    self._fork(fds, selector)
                 else:
                     send(self.sock, FAILED + b"bad request")
                 for fd in fds:
                     os.close(fd)
 
-    def _fork(self, stdin: int, stdout: int, selector: selectors.BaseSelector) -> None:
+    def _fork(self, stdio: list[int], selector: selectors.BaseSelector) -> None:
         try:
             pid = os.fork()
         except OSError as e:
             send(self.sock, FAILED + str(e).encode())
             return
         if pid == 0:
-            os._exit(self._become_supervisor(stdin, stdout, selector))
+            os._exit(self._become_supervisor(stdio, selector))
         pidfd = os.pidfd_open(pid)
         try:
             send(self.sock, FORKED.pack(REQUEST, pid), [pidfd])
         finally:
             os.close(pidfd)
 
-    def _become_supervisor(self, stdin: int, stdout: int, selector: selectors.BaseSelector) -> int:
+    def _become_supervisor(self, stdio: list[int], selector: selectors.BaseSelector) -> int:
         """In the child: drop everything of the fork server, run a supervisor, return its status."""
         status = 70
         try:
@@ -120,10 +122,10 @@ class ForkServer:
             selector.close()
             for fd in (self.sock.detach(), self._wakeup_r, self._wakeup_w):
                 os.close(fd)
-            os.dup2(stdin, 0)
-            os.dup2(stdout, 1)
-            os.close(stdin)
-            os.close(stdout)
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target)
+            for fd in stdio:
+                os.close(fd)
             os.setsid()
             status = supervisor.main(owner_pid=self.owner_pid)
         except SystemExit as e:
@@ -234,6 +236,13 @@ class ForkServerClient:
         self._ended = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
+    def close(self) -> None:
+        """End the fork server now (it would end on its own once this process has exited)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5.0)
+
     @property
     def usable(self) -> bool:
         return not self._ended.is_set() and self.owner_pid == os.getpid()
@@ -244,7 +253,7 @@ class ForkServerClient:
         stdout_r, stdout_w = os.pipe()
         try:
             with self._request_lock:
-                send(self.sock, REQUEST, [stdin_r, stdout_w])
+                send(self.sock, REQUEST, [stdin_r, stdout_w, 2])
                 reply = self._replies.get(timeout=FORK_PATIENCE)
         except (OSError, queue.Empty) as e:
             reply = f"the supervisor fork server did not answer ({e or 'timeout'})"
@@ -300,5 +309,13 @@ def fork_supervisor(python: str) -> ForkedProcess:
     with _clients_lock:
         client = _clients.get(python)
         if client is None or not client.usable:
+            if not _clients:
+                atexit.register(_close_all)
             client = _clients[python] = ForkServerClient(python)
     return client.fork()
+
+
+def _close_all() -> None:
+    for client in _clients.values():
+        if client.usable:
+            client.close()

@@ -239,7 +239,7 @@ def hopx_processes() -> list[str]:
             or orphaned_fork_server
             or cmdline.startswith(("bwrap ", "/usr/bin/bwrap "))
         ):
-            found.append(f"{pid} ({name}): {cmdline[:120]}")
+            found.append(f"{pid}: {name} {cmdline[:120]}")
     return found
 
 
