@@ -219,6 +219,15 @@ _LIMIT_FILES = {
 }
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of `pid`; 0 if it has gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def hopx_processes() -> list[str]:
     """Running supervisors and bubblewrap processes, and fork servers whose owner has gone."""
     found = []
@@ -228,12 +237,11 @@ def hopx_processes() -> list[str]:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             name = Path(f"/proc/{pid}/comm").read_text().strip()
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+        except OSError:
             continue
         # A fork server outlives its owner only if it missed the owner's end: then it has been
         # handed to init.
-        orphaned_fork_server = name == FORK_SERVER_NAME and parent == 1
+        orphaned_fork_server = name == FORK_SERVER_NAME and parent_pid(int(pid)) == 1
         if (
             name == SUPERVISOR_NAME
             or orphaned_fork_server

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import assert_no_leaks, hopx_processes, wait_until
+from conftest import assert_no_leaks, hopx_processes, parent_pid, wait_until
 from server_harness import EventStream, KernelSocket, Server, event_time
 
 # Generous bounds for how late a cull may be: this is not a benchmark.
@@ -70,14 +70,6 @@ def sandbox(server: Server, kernel_id: str) -> dict[str, Any]:
     response = server.api("GET", f"/hopx/api/sandboxes/{kernel_id}")
     assert response.status_code == 200, response.text
     return dict(response.json())
-
-
-def parent_pid(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def server_sandboxes(server: Server) -> list[str]:

@@ -13,15 +13,10 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Kernel, assert_no_leaks, hopx_processes, wait_until
+from conftest import Kernel, assert_no_leaks, hopx_processes, parent_pid, wait_until
 from runtime.forkserver import PROCESS_NAME as FORK_SERVER_NAME
 from runtime.supervisor import PROCESS_NAME as SUPERVISOR_NAME
 from runtime.supervisor import STATE_RECORD
-
-
-def parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def name_of(pid: int) -> str:
@@ -33,10 +28,10 @@ def test_supervisors_are_forked_from_one_fork_server_per_owner(
     start_kernel: Callable[..., Kernel],
 ) -> None:
     first, second = start_kernel(), start_kernel()
-    fork_server = parent_of(first.supervisor_pid)
-    assert parent_of(second.supervisor_pid) == fork_server
+    fork_server = parent_pid(first.supervisor_pid)
+    assert parent_pid(second.supervisor_pid) == fork_server
     assert name_of(fork_server) == FORK_SERVER_NAME
-    assert parent_of(fork_server) == os.getpid()
+    assert parent_pid(fork_server) == os.getpid()
     for kernel in (first, second):
         assert name_of(kernel.supervisor_pid) == SUPERVISOR_NAME
         # The record names the real owner, not the fork server.
@@ -62,15 +57,15 @@ def test_a_dead_fork_server_is_replaced_and_its_sandboxes_live_on(
     start_kernel: Callable[..., Kernel], runtime_dir: Path
 ) -> None:
     before = start_kernel()
-    fork_server = parent_of(before.supervisor_pid)
+    fork_server = parent_pid(before.supervisor_pid)
     os.kill(fork_server, signal.SIGKILL)
-    assert wait_until(lambda: parent_of(before.supervisor_pid) != fork_server)
+    assert wait_until(lambda: parent_pid(before.supervisor_pid) != fork_server)
 
     # The orphaned sandbox works, and so does a new start, from a new fork server.
     assert before.value("print(6 * 7)") == 42
     after = start_kernel()
-    assert parent_of(after.supervisor_pid) not in (fork_server, os.getpid())
-    assert name_of(parent_of(after.supervisor_pid)) == FORK_SERVER_NAME
+    assert parent_pid(after.supervisor_pid) not in (fork_server, os.getpid())
+    assert name_of(parent_pid(after.supervisor_pid)) == FORK_SERVER_NAME
     assert after.value("print(6 * 7)") == 42
 
     # With nobody to report its status, the orphan's end is still seen and cleaned up after.
