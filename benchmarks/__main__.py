@@ -125,21 +125,21 @@ def measure_batches(specs: Any, repeats: int, notebooks: int, burst: int, sample
 
 def measure_memory(specs: Any, kernels: int) -> dict[str, float]:
     """PSS of `kernels` idle kernels of each kind running together, averaged per kernel."""
-    started: list[tuple[KernelManager, BlockingKernelClient]] = []
+    started: dict[str, list[tuple[KernelManager, BlockingKernelClient]]] = {k: [] for k in KERNELS}
     try:
         for _ in range(kernels):
             for kernel in KERNELS:
-                started.append(measures.started_kernel(specs, kernel))
-        for _, kc in started:
+                started[kernel].append(measures.started_kernel(specs, kernel))
+        for _, kc in started[STOCK] + started[HOPX]:
             kc.wait_for_ready(timeout=measures.TIMEOUT)
         time.sleep(2.0)  # let start-up garbage settle: idle is what is measured
-        figures = [memory.kernel_memory(km) for km, _ in started]
-        fork_server = memory.fork_server_memory(started[1][0])
+        stock = [memory.kernel_memory(km) for km, _ in started[STOCK]]
+        hopx = [memory.kernel_memory(km) for km, _ in started[HOPX]]
+        fork_server = memory.fork_server_memory(started[HOPX][0][0])
     finally:
-        for km, kc in started:
+        for km, kc in started[STOCK] + started[HOPX]:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
-    stock, hopx = figures[0::2], figures[1::2]
     stock_kernel = sum(f.kernel for f in stock) / len(stock)
     hopx_kernel = sum(f.kernel for f in hopx) / len(hopx)
     extra = sum(f.extra for f in hopx) / len(hopx)

@@ -156,10 +156,6 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # -- the owner's side ---------------------------------------------------------------------------
 
 # The exit status of a supervisor whose fork server died before it could report one.
@@ -189,24 +185,22 @@ class ForkedProcess:
         self._reported.set()
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            self._wait_for_end(0)
+        """Never blocks: an ended supervisor counts as running until its status is known."""
+        if self.returncode is None and self._reported.is_set() and self._has_ended(0):
+            self.returncode = self._status
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None and not self._wait_for_end(timeout):
-            raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
-        assert self.returncode is not None
+        if self.returncode is None:
+            if not self._has_ended(timeout):
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            # The fork server reaps it and reports its status a moment later.
+            self._reported.wait(FORK_PATIENCE)
+            self.returncode = self._status
         return self.returncode
 
-    def _wait_for_end(self, timeout: float | None) -> bool:
-        ready, _, _ = select.select([self._pidfd], [], [], timeout)
-        if not ready:
-            return False
-        # It has ended; the fork server reaps it and reports its status a moment later.
-        self._reported.wait(FORK_PATIENCE)
-        self.returncode = self._status
-        return True
+    def _has_ended(self, timeout: float | None) -> bool:
+        return bool(select.select([self._pidfd], [], [], timeout)[0])
 
     def kill(self) -> None:
         if self.returncode is None:
@@ -319,3 +313,7 @@ def _close_all() -> None:
     for client in _clients.values():
         if client.usable:
             client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

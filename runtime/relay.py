@@ -42,10 +42,9 @@ class Relay:
         self.listeners: dict[int, tuple[socket.socket, Channel]] = {}
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._listening_since = time.monotonic()
+        self._started = time.monotonic()
 
     def listen(self) -> None:
-        self._listening_since = time.monotonic()
         for channel in self._channels:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(channel.host_path)  # left by a supervisor that was killed
@@ -106,7 +105,7 @@ class Relay:
         return None
 
     def _retry_interval(self) -> float:
-        since_start = time.monotonic() - self._listening_since
+        since_start = time.monotonic() - self._started
         low, high = RETRY_BOUNDS
         return min(high, max(low, since_start * RETRY_FRACTION))
 

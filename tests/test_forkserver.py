@@ -13,8 +13,11 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from conftest import Kernel, assert_no_leaks, hopx_processes, parent_pid, wait_until
 from runtime.forkserver import PROCESS_NAME as FORK_SERVER_NAME
+from runtime.forkserver import fork_supervisor
 from runtime.supervisor import PROCESS_NAME as SUPERVISOR_NAME
 from runtime.supervisor import STATE_RECORD
 
@@ -77,3 +80,11 @@ def test_a_dead_fork_server_is_replaced_and_its_sandboxes_live_on(
     after.km.shutdown_kernel(now=True)
     assert wait_until(lambda: not hopx_processes())
     assert_no_leaks(runtime_dir)
+
+
+def test_a_fork_server_that_cannot_start_fails_the_start_and_leaks_no_descriptor() -> None:
+    # An interpreter that exits at once stands for a broken installation.
+    open_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="fork server"):
+        fork_supervisor("/bin/false")
+    assert wait_until(lambda: len(os.listdir("/proc/self/fd")) == open_before)
