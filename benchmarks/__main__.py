@@ -39,6 +39,7 @@ METRICS: list[Metric] = [
     measures.PRINTED,
     measures.DISPLAYED,
     batches.PAPERMILL,
+    batches.PAPERMILL_RUN,
     batches.BURST,
 ]
 # The memory budget the fit figure is given in.
@@ -113,14 +114,22 @@ def measure_warm_kernels(
             km.shutdown_kernel(now=True)
 
 
-def measure_batches(specs: Any, repeats: int, notebooks: int, burst: int, samples: Samples) -> None:
+def measure_batches(
+    specs: Any, repeats: int, notebooks: int, burst: int, samples: Samples
+) -> dict[str, int]:
+    """Papermill batches and bursts; returns, per kernel, how many papermill runs ended with
+    jupyter_client's SIGTERM fallback, which costs such a run half a shutdown_wait_time."""
+    fallbacks = dict.fromkeys(KERNELS, 0)
     for _ in range(repeats):
         for kernel in KERNELS:
-            samples.add(
-                batches.PAPERMILL, kernel, batches.papermill_batch(specs, kernel, notebooks, 2)
-            )
+            batch = batches.papermill_batch(specs, kernel, notebooks, 2)
+            samples.add(batches.PAPERMILL, kernel, batch.seconds)
+            for seconds in batch.runs:
+                samples.add(batches.PAPERMILL_RUN, kernel, seconds)
+            fallbacks[kernel] += batch.fallbacks
         for kernel in KERNELS:
             samples.add(batches.BURST, kernel, batches.burst(specs, kernel, burst))
+    return fallbacks
 
 
 def measure_memory(specs: Any, kernels: int) -> dict[str, float]:
@@ -178,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10, help="life cycles per kernel (default 10)")
     parser.add_argument("--round-trips", type=int, default=300, help="`1+1` executions per kernel")
     parser.add_argument("--floods", type=int, default=5, help="IOPub throughput runs per kernel")
-    parser.add_argument("--batches", type=int, default=2, help="papermill batches and bursts")
+    parser.add_argument("--batches", type=int, default=3, help="papermill batches and bursts")
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument(
         "--quick",
@@ -199,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     with kernelspecs() as specs:
         measure_life_cycles(specs, runs, samples)
         measure_warm_kernels(specs, round_trips, floods, sizes, samples)
-        measure_batches(specs, repeats, notebooks, burst, samples)
+        fallbacks = measure_batches(specs, repeats, notebooks, burst, samples)
         memory_figures = measure_memory(specs, idle)
     rows = summary(METRICS, samples, STOCK, HOPX)
     about = machine()
@@ -209,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{repeats} papermill batches of {notebooks} notebooks and bursts of {burst} starts"
     )
     print(table(rows))
+    print(
+        f"papermill runs whose kernel did not exit on its shutdown request and was sent SIGTERM: "
+        f"stock {fallbacks[STOCK]}, Hopx {fallbacks[HOPX]} of {repeats * notebooks} each"
+    )
     print()
     print(breakdown(WARM_METRICS, samples, STOCK, STOCK_CURVE, HOPX))
     print()
@@ -231,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                     },
                     "rows": [asdict(r) for r in rows],
                     "memory": memory_figures,
+                    "papermill_shutdown_fallbacks": fallbacks,
                     "samples": {f"{m}|{k}": v for (m, k), v in samples.values.items()},
                 },
                 f,

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from benchmarks.stats import Metric
 TIMEOUT = 300.0
 
 PAPERMILL = Metric("papermill batch, 2 notebooks at a time", "s")
+PAPERMILL_RUN = Metric("papermill, one notebook of the batch", "s")
 BURST = Metric("kernels started at once → all ready", "s")
 
 # A small notebook of the kind a CI job runs: a computation, printed output, rich output.
@@ -51,7 +53,20 @@ def notebook(path: Path) -> None:
     path.write_text(json.dumps(nb))
 
 
-def papermill_batch(specs: KernelSpecManager, name: str, notebooks: int, parallel: int) -> float:
+# jupyter_client logs this when a kernel has not exited half a shutdown_wait_time after its
+# shutdown_request and is sent SIGTERM. ipykernel does so now and then on both kernels: its
+# control thread can wait for an IOPub flush that the exiting IOPub thread never runs.
+SHUTDOWN_FALLBACK = "Kernel is taking too long to finish, terminating"
+
+
+@dataclass(frozen=True)
+class Batch:
+    seconds: float  # the whole batch, wall clock
+    runs: list[float]  # each notebook's papermill process, wall clock
+    fallbacks: int  # runs whose kernel was sent SIGTERM after it did not exit on request
+
+
+def papermill_batch(specs: KernelSpecManager, name: str, notebooks: int, parallel: int) -> Batch:
     """Run `notebooks` copies of the notebook through papermill (one process each, as a CI job
     does), `parallel` at a time, on kernel `name`; fails if any run fails."""
     with tempfile.TemporaryDirectory(prefix="hopx-bench-nb-") as folder:
@@ -61,13 +76,17 @@ def papermill_batch(specs: KernelSpecManager, name: str, notebooks: int, paralle
         notebook(source)
         env = {**os.environ, "JUPYTER_PATH": jupyter_path(specs)}
 
-        def run(number: int) -> None:
+        def run(number: int) -> tuple[float, bool]:
+            began = time.perf_counter()
             result = subprocess.run(
                 [
                     sys.executable,
                     "-m",
                     "papermill",
                     "--no-progress-bar",
+                    # At DEBUG, papermill's log says when a shutdown needed SIGTERM.
+                    "--log-level",
+                    "DEBUG",
                     "--kernel",
                     name,
                     str(source),
@@ -83,11 +102,16 @@ def papermill_batch(specs: KernelSpecManager, name: str, notebooks: int, paralle
             if result.returncode != 0:
                 msg = f"papermill failed on the {name} kernel: {result.stderr[-2000:]}"
                 raise RuntimeError(msg)
+            return time.perf_counter() - began, SHUTDOWN_FALLBACK in result.stderr
 
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            list(pool.map(run, range(notebooks)))
-        return time.perf_counter() - started
+            runs = list(pool.map(run, range(notebooks)))
+        return Batch(
+            seconds=time.perf_counter() - started,
+            runs=[seconds for seconds, _ in runs],
+            fallbacks=sum(fallback for _, fallback in runs),
+        )
 
 
 def burst(specs: KernelSpecManager, name: str, kernels: int) -> float:

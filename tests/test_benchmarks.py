@@ -28,7 +28,7 @@ def test_quick_benchmark_reports_every_figure_for_both_kernels(tmp_path: Path) -
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(results.read_text())
     figures = {row["metric"]: row for row in report["rows"]}
-    assert len(figures) == 9, sorted(figures)
+    assert len(figures) == 10, sorted(figures)
     for name, row in figures.items():
         for key in ("stock_median", "hopx_median", "stock_p95", "hopx_p95", "ratio"):
             assert math.isfinite(row[key]), (name, key, row[key])
@@ -41,3 +41,6 @@ def test_quick_benchmark_reports_every_figure_for_both_kernels(tmp_path: Path) -
         assert memory[key] > 0, (key, memory[key])
     assert memory["hopx_fit_in_20_gib"] > 0
     assert "idle kernels that fit in 20 GiB" in run.stdout
+    fallbacks = report["papermill_shutdown_fallbacks"]
+    assert set(fallbacks) == {"stock", "hopx"}, fallbacks
+    assert all(0 <= n <= 2 for n in fallbacks.values()), fallbacks
