@@ -23,7 +23,7 @@ every other syscall ALLOW and skip running the filter for it.
 
 from __future__ import annotations
 
-import platform
+import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -588,8 +588,8 @@ def _number(arch: _Arch, name: str) -> int | None:
 
 def build_filter(machine: str | None = None) -> bytes:
     """The sandbox's seccomp program for `bwrap --seccomp`, for this host's architecture
-    (platform.machine() when None)."""
-    name = platform.machine() if machine is None else machine
+    (this machine's when None)."""
+    name = os.uname().machine if machine is None else machine
     arch = _ARCHES.get(_ALIASES.get(name, name))
     if arch is None:
         raise UnsupportedArchitecture(name)
