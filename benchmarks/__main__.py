@@ -4,7 +4,7 @@ The two kernels run interleaved (stock, Hopx, stock, Hopx, ...) so that machine 
 alike. Prints a table of medians, slow tails (p95) and Hopx/stock ratios, and writes the same as
 JSON with a description of the machine.
 
-    python -m benchmarks [--runs 10] [--round-trips 300] [--json results.json]
+    python -m benchmarks [--runs 20] [--round-trips 300] [--json results.json]
     python -m benchmarks --quick      # the smoke version CI runs: does the harness work?
 """
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--runs", type=int, default=10, help="life cycles per kernel (default 10)")
+    parser.add_argument("--runs", type=int, default=20, help="life cycles per kernel (default 20)")
     parser.add_argument("--round-trips", type=int, default=300, help="`1+1` executions per kernel")
     parser.add_argument("--floods", type=int, default=5, help="IOPub throughput runs per kernel")
     parser.add_argument("--batches", type=int, default=3, help="papermill batches and bursts")
