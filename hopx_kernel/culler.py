@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from jupyter_core.utils import ensure_async
+from traitlets import HasTraits
 
 from hopx_kernel.events import isoformat
 from hopx_kernel.policy import Cull, KernelActivity, extend, next_cull, warning_time
@@ -130,7 +132,7 @@ class Culler:
             return None
         if not provisioner.has_process:  # between the two halves of a restart
             return None
-        last_activity = getattr(km, "last_activity", None)
+        last_activity = _last_activity(km)
         activity = KernelActivity(
             started=provisioner.first_started,
             last_activity=last_activity.timestamp() if last_activity else provisioner.first_started,
@@ -269,3 +271,11 @@ class Culler:
             },
             "stopping": kernel_id in self._culls,
         }
+
+
+def _last_activity(km: Any) -> datetime | None:
+    """When the server last saw the kernel active; None until the server has first set it, at
+    the end of a start (reading the unset trait raises TraitError, not AttributeError)."""
+    if isinstance(km, HasTraits) and not km.trait_has_value("last_activity"):
+        return None
+    return getattr(km, "last_activity", None)

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -512,3 +513,34 @@ def test_the_rest_model_of_a_running_sandbox(
     listed = server.api("GET", "/hopx/api/sandboxes").json()
     assert [m["kernel_id"] for m in listed] == [kernel_id]
     assert server.api("GET", f"/hopx/api/sandboxes/{other}").status_code == 404
+
+
+def test_the_sandbox_list_answers_while_a_kernel_is_starting(server: Server) -> None:
+    """JupyterLab asks for the list as soon as a kernel appears, before the server has recorded
+    any activity for it: the list must answer then too, not fail with a server error."""
+    statuses: list[int] = []
+    listed: set[str] = set()
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            response = server.api("GET", "/hopx/api/sandboxes")
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                listed.update(s["kernel_id"] for s in response.json())
+
+    pollers = [threading.Thread(target=poll) for _ in range(4)]
+    for poller in pollers:
+        poller.start()
+    try:
+        # The window is short (the end of each start): a few starts make it likely to be hit.
+        for _ in range(3):
+            kernel_id = server.start_kernel()
+            # Called at once, within this turn of the loop.
+            assert wait_until(lambda: kernel_id in listed, 30)  # noqa: B023
+    finally:
+        done.set()
+        for poller in pollers:
+            poller.join(30)
+    assert statuses, "the list was never asked for"
+    assert set(statuses) == {200}, sorted(set(statuses))
