@@ -186,3 +186,30 @@ def test_cull_warning_keep_alive_then_cull(
     assert lab.api("GET", "/api/kernels").json() == []
     shoot(page, "08-culled-notification")
     page.close()
+
+
+def test_a_page_opened_after_the_warning_went_out_still_shows_it(
+    lab: Server, browser: Browser, make_kernelspec: Callable[..., str]
+) -> None:
+    """The server sends a cull warning once. A Lab page that was not open then (or whose event
+    stream was reconnecting) shows it from the sandbox list instead, without touching the
+    kernel."""
+    make_kernelspec("hopx-late", idle_timeout="40s", warn_before="34s", cull_interval="1s")
+    path = write_notebook(lab, "late.ipynb", "hopx-late")
+    page = open_notebook(browser, lab, path, "first")
+    assert run_first_cell(page).strip() == "42"
+    kernel_id = only_kernel(lab)
+    page.close()
+
+    def warned() -> bool:
+        cull = lab.api("GET", f"/hopx/api/sandboxes/{kernel_id}").json()["next_cull"]
+        return cull is not None and 0 < cull["in_seconds"] <= 34
+
+    assert wait_until(warned, 30)
+    late = browser.new_page(viewport={"width": 1400, "height": 900})
+    late.goto(f"{lab.url}/lab/workspaces/late/tree/notebooks?reset&token={lab.token}")
+    warning = late.locator(".Toastify__toast", has_text="idle cull in").first
+    expect(warning).to_be_visible(timeout=UI_TIMEOUT)
+    expect(warning).to_contain_text("late.ipynb")
+    shoot(late, "09-late-page-warning")
+    late.close()

@@ -1,6 +1,7 @@
 /**
  * Text for people: sizes, durations, countdowns to a cull. Pure functions, unit-tested.
  */
+import { ISandbox } from './api';
 
 /** 39907328 -> "38.1 MiB"; 2147483648 -> "2 GiB". */
 export function formatBytes(bytes: number): string {
@@ -47,6 +48,18 @@ export function cullCountdown(reason: string, seconds: number): string {
   }
   const what = reason === 'idle' ? 'idle cull' : 'lifetime ends';
   return `${what} in ${formatDuration(seconds)}`;
+}
+
+/** Whether a sandbox is inside the warning period before its next cull, as the server would
+ * have warned about it: the cull is due within its policy's warn_before. */
+export function inCullWarning(sandbox: ISandbox): boolean {
+  const cull = sandbox.next_cull;
+  return (
+    cull !== null &&
+    !sandbox.stopping &&
+    cull.in_seconds > 0 &&
+    cull.in_seconds <= sandbox.policy.warn_before
+  );
 }
 
 /** Per cent of one limit used, for a bar: 0..100; null when there is no limit or no figure. */

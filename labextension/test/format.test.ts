@@ -6,10 +6,12 @@ import {
   cullCountdown,
   formatBytes,
   formatDuration,
+  inCullWarning,
   percentOf,
   secondsUntil,
   stopReasonText
 } from '../src/format';
+import { ISandbox } from '../src/api';
 
 test('formatBytes uses binary units and one decimal where needed', () => {
   assert.equal(formatBytes(0), '0 B');
@@ -70,4 +72,29 @@ test('stopReasonText explains every stop reason', () => {
   assert.match(stopReasonText('oom'), /out of memory/);
   assert.match(stopReasonText('owner_died'), /server went away/);
   assert.equal(stopReasonText('exited'), 'stopped (exited)');
+});
+
+/** A sandbox whose next cull is `inSeconds` away, with warn_before 60 s. */
+function sandboxCulledIn(inSeconds: number | null, stopping = false): ISandbox {
+  const next_cull =
+    inSeconds === null
+      ? null
+      : { at: '2026-01-01T00:00:00Z', reason: 'idle', in_seconds: inSeconds };
+  const policy = {
+    idle_timeout: 600,
+    max_lifetime: 86400,
+    cull_busy: false,
+    warn_before: 60,
+    cull_interval: 5
+  };
+  return { policy, next_cull, stopping } as unknown as ISandbox;
+}
+
+test('inCullWarning is true only within warn_before of a cull that is still ahead', () => {
+  assert.equal(inCullWarning(sandboxCulledIn(30)), true);
+  assert.equal(inCullWarning(sandboxCulledIn(60)), true);
+  assert.equal(inCullWarning(sandboxCulledIn(61)), false);
+  assert.equal(inCullWarning(sandboxCulledIn(0)), false);
+  assert.equal(inCullWarning(sandboxCulledIn(null)), false);
+  assert.equal(inCullWarning(sandboxCulledIn(30, true)), false);
 });
