@@ -27,18 +27,18 @@ PRINTED = Metric("IOPub: printed 1 MB chunks", "MB/s", higher_is_better=True)
 DISPLAYED = Metric("IOPub: 2 MB display_data", "MB/s", higher_is_better=True)
 
 
-def _reply_to(kc: BlockingKernelClient, msg_id: str) -> dict[str, Any]:
+def _reply_to(kc: BlockingKernelClient, msg_id: str, timeout: float = TIMEOUT) -> dict[str, Any]:
     while True:
-        reply = kc.get_shell_msg(timeout=TIMEOUT)
+        reply = kc.get_shell_msg(timeout=timeout)
         if reply["parent_header"].get("msg_id") == msg_id:
             return dict(reply)
 
 
-def _iopub_until_idle(kc: BlockingKernelClient, msg_id: str) -> int:
+def _iopub_until_idle(kc: BlockingKernelClient, msg_id: str, timeout: float = TIMEOUT) -> int:
     """Bytes of output the request produced (stream text and text/plain data), once idle."""
     received = 0
     while True:
-        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        msg = kc.get_iopub_msg(timeout=timeout)
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
         kind, content = msg["msg_type"], msg["content"]
@@ -92,12 +92,12 @@ def life_cycle(specs: KernelSpecManager, name: str) -> dict[Metric, float]:
     return seconds
 
 
-def round_trip(kc: BlockingKernelClient) -> float:
+def round_trip(kc: BlockingKernelClient, timeout: float = TIMEOUT) -> float:
     """`1+1`: until both its execute_reply and its idle status have arrived."""
     started = time.perf_counter()
     msg_id = kc.execute("1+1", store_history=False)
-    _reply_to(kc, msg_id)
-    _iopub_until_idle(kc, msg_id)
+    _reply_to(kc, msg_id, timeout)
+    _iopub_until_idle(kc, msg_id, timeout)
     return time.perf_counter() - started
 
 

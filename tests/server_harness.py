@@ -234,6 +234,17 @@ class KernelSocket:
                 return True
         return False
 
+    def wait_busy(self, msg_id: str, timeout: float) -> bool:
+        """Receive until the kernel reports itself busy with request `msg_id`."""
+        return self.wait_for(
+            lambda m: (
+                m.get("parent_header", {}).get("msg_id") == msg_id
+                and m["msg_type"] == "status"
+                and m["content"]["execution_state"] == "busy"
+            ),
+            timeout,
+        )
+
     def replies_to(self, msg_id: str, msg_type: str) -> list[dict[str, Any]]:
         return [
             m

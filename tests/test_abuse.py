@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import websocket
 
+from benchmarks import measures
 from conftest import Kernel, cgroup_limits
 from hopx_kernel.provisioner import HopxProvisioner
 from server_harness import KernelSocket, Server
@@ -68,19 +69,7 @@ finally:
 def round_trip(kernel: Kernel, timeout: float = 10) -> float:
     """Seconds from sending `1+1` to having both its execute_reply (shell) and the kernel's
     idle status for it (IOPub)."""
-    kc = kernel.kc
-    start = time.perf_counter()
-    msg_id = kc.execute("1+1")
-    while kc.get_shell_msg(timeout=timeout)["parent_header"].get("msg_id") != msg_id:
-        pass
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        if (
-            msg["parent_header"].get("msg_id") == msg_id
-            and msg["msg_type"] == "status"
-            and msg["content"]["execution_state"] == "idle"
-        ):
-            return time.perf_counter() - start
+    return measures.round_trip(kernel.kc, timeout)
 
 
 def cpu_seconds(kernel: Kernel) -> float:
@@ -391,14 +380,7 @@ def test_iopub_flood_with_no_client_connected(
     assert ks_a.value("print(1)") == 1
     started = time.monotonic()
     msg_id = ks_a.send_execute(FLOOD)
-    assert ks_a.wait_for(
-        lambda m: (
-            m.get("parent_header", {}).get("msg_id") == msg_id
-            and m["msg_type"] == "status"
-            and m["content"]["execution_state"] == "busy"
-        ),
-        CALL_TIMEOUT,
-    )
+    assert ks_a.wait_busy(msg_id, CALL_TIMEOUT)
     ks_a.close()
     # Until the server has seen A go idle (bounded: the verdict is the execution below).
     idle_after = None

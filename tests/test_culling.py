@@ -101,14 +101,7 @@ def assert_not_restarted(server: Server, events: EventStream, *kernels: str) -> 
 def start_busy(ks: KernelSocket, code: str = "import time; time.sleep(120)") -> str:
     """Send a silent long-running cell and wait until the kernel reports it busy."""
     msg_id = ks.send_execute(code)
-    assert ks.wait_for(
-        lambda m: (
-            m.get("parent_header", {}).get("msg_id") == msg_id
-            and m["msg_type"] == "status"
-            and m["content"]["execution_state"] == "busy"
-        ),
-        30,
-    ), ks.received[-10:]
+    assert ks.wait_busy(msg_id, 30), ks.received[-10:]
     return msg_id
 
 

@@ -127,14 +127,7 @@ def test_interrupt_and_restart_through_the_api(server: Server, runtime_dir: Path
     kernel_id = server.start_kernel()
     ks = server.connect(kernel_id)
     msg_id = ks.send_execute("import time; time.sleep(60)")
-    assert ks.wait_for(
-        lambda m: (
-            m["parent_header"].get("msg_id") == msg_id
-            and m["msg_type"] == "status"
-            and m["content"]["execution_state"] == "busy"
-        ),
-        30,
-    )
+    assert ks.wait_busy(msg_id, 30)
     started = time.monotonic()
     assert server.api("POST", f"/api/kernels/{kernel_id}/interrupt").status_code == 204
     assert ks.wait_for(lambda _: bool(ks.replies_to(msg_id, "execute_reply")), 30)
