@@ -75,7 +75,7 @@ export class CullNotifier {
           {
             label: 'Keep alive',
             caption: 'Postpone the cull (not beyond the maximum lifetime)',
-            callback: () => void this._keepAlive(kernelId, id)
+            callback: () => void this._keepAlive(kernelId)
           }
         ]
       }
@@ -83,10 +83,9 @@ export class CullNotifier {
     this._warnings.set(kernelId, id);
   }
 
-  private async _keepAlive(kernelId: string, warning: string): Promise<void> {
+  private async _keepAlive(kernelId: string): Promise<void> {
     // Clicking an action closes its toast: the outcome gets a notification of its own.
-    Notification.dismiss(warning);
-    this._warnings.delete(kernelId);
+    this._dismissWarning(kernelId);
     try {
       const extended = await this._model.client.extend(kernelId);
       const until = new Date(extended.extended_until ?? Date.now()).toLocaleTimeString();
