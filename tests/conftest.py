@@ -32,8 +32,9 @@ from runtime.supervisor import PROCESS_NAME as SUPERVISOR_NAME
 TEST_SETTINGS: dict[str, Any] = {"memory_limit": "512M", "disk_limit": "64M"}
 
 
-# The `server` fixture: a real jupyter_server (tests/server_harness.py).
-pytest_plugins = ["server_harness"]
+# The `server` fixture: a real jupyter_server (tests/server_harness.py); the `browser` and `lab`
+# fixtures: headless Chromium and a JupyterLab server (tests/browser_harness.py).
+pytest_plugins = ["server_harness", "browser_harness"]
 
 
 def pytest_report_header() -> str:
