@@ -1,0 +1,211 @@
+/**
+ * Hopx output frames on the page side: the widget that holds one output's frames, and the one
+ * listener that sizes every frame and carries theme changes into them.
+ */
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
+import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
+import { Widget } from '@lumino/widgets';
+
+import {
+  FrameContent,
+  IFrameThemeMessage,
+  innerDocument,
+  outerDocument,
+  parseSizeMessage
+} from './frameDocument';
+
+/** Mime types whose data is HTML to parse as the frame's body. */
+const HTML_LIKE: Record<string, (data: string) => string> = {
+  'text/html': data => data,
+  'image/svg+xml': data => data,
+  // `element` is where classic notebook JavaScript outputs expect to draw.
+  'application/javascript': data =>
+    '<div id="output"></div><script>var element = document.getElementById("output");</script>' +
+    `<script>${data.replace(/<\/(script)/gi, '<\\/$1')}</script>`
+};
+
+/** Height of a frame until its content has reported its own (px). */
+const INITIAL_HEIGHT = 20;
+
+/**
+ * What every frame shares: where the frame assets are, and the page's look (theme variables and
+ * the rules JupyterLab styles rendered outputs with), read from the page's own stylesheets so a
+ * custom theme carries over too.
+ */
+export class FrameHost {
+  constructor() {
+    window.addEventListener('message', this._onMessage);
+  }
+
+  /** Absolute URL of the frame assets this extension ships, ending in '/'. */
+  readonly assetsUrl = new URL(
+    URLExt.join(PageConfig.getOption('fullLabextensionsUrl'), 'hopx-kernel-labextension/static/frame/'),
+    window.location.href
+  ).href;
+
+  get variables(): Record<string, string> {
+    this._variables ??= readThemeVariables();
+    return this._variables;
+  }
+
+  get light(): boolean {
+    return document.body.dataset.jpThemeLight !== 'false';
+  }
+
+  get styles(): string {
+    this._styles ??= readOutputRules();
+    return this._styles;
+  }
+
+  add(frame: OutputFrame): void {
+    this._frames.add(frame);
+  }
+
+  remove(frame: OutputFrame): void {
+    this._frames.delete(frame);
+  }
+
+  /** Re-reads the page's look and sends it to every frame. */
+  themeChanged(): void {
+    this._variables = readThemeVariables();
+    this._styles = null;
+    const message: IFrameThemeMessage = {
+      hopx: 'theme',
+      variables: this._variables,
+      light: this.light
+    };
+    for (const frame of this._frames) {
+      frame.innerWindow?.postMessage(message, '*');
+    }
+  }
+
+  dispose(): void {
+    window.removeEventListener('message', this._onMessage);
+  }
+
+  private _onMessage = (event: MessageEvent): void => {
+    const height = parseSizeMessage(event.data);
+    if (height === null || event.source === null) {
+      return;
+    }
+    // Only a frame this page made, identified by its window, never by what it says.
+    for (const frame of this._frames) {
+      if (frame.innerWindow === event.source) {
+        frame.setHeight(height);
+        return;
+      }
+    }
+  };
+
+  private _frames = new Set<OutputFrame>();
+  private _variables: Record<string, string> | null = null;
+  private _styles: string | null = null;
+}
+
+/** One output rendered in its frames; a JupyterLab renderer like any other. */
+export class OutputFrame extends Widget implements IRenderMime.IRenderer {
+  constructor(
+    private readonly _host: FrameHost,
+    private readonly _mimeType: string
+  ) {
+    super();
+    this.addClass('hopx-OutputFrame');
+    this.node.dataset.mimeType = _mimeType;
+  }
+
+  /** The inner frame's window: where this output's messages come from. */
+  get innerWindow(): Window | null {
+    const outer = this._iframe?.contentWindow;
+    return outer && outer.frames.length > 0 ? outer.frames[0] : null;
+  }
+
+  async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    const inner = innerDocument({
+      content: frameContent(this._mimeType, model),
+      assetsUrl: this._host.assetsUrl,
+      variables: this._host.variables,
+      light: this._host.light,
+      styles: this._host.styles
+    });
+    const iframe = document.createElement('iframe');
+    iframe.className = 'hopx-OutputFrame-frame';
+    // Scripts, and nothing else: an opaque origin, no forms, popups, top navigation, modals.
+    iframe.setAttribute('sandbox', 'allow-scripts');
+    iframe.setAttribute('title', 'Sandboxed output');
+    iframe.style.height = `${this._iframe?.style.height ?? `${INITIAL_HEIGHT}px`}`;
+    iframe.srcdoc = outerDocument(inner, this._host.assetsUrl);
+    this._iframe?.remove();
+    this._iframe = iframe;
+    this.node.appendChild(iframe);
+    this._host.add(this);
+  }
+
+  setHeight(height: number): void {
+    if (this._iframe) {
+      this._iframe.style.height = `${height}px`;
+    }
+  }
+
+  dispose(): void {
+    this._host.remove(this);
+    super.dispose();
+  }
+
+  private _iframe: HTMLIFrameElement | null = null;
+}
+
+/** What the frame gets for an output: HTML to parse, or the bundle for its runtime. */
+export function frameContent(mimeType: string, model: IRenderMime.IMimeModel): FrameContent {
+  const data = model.data[mimeType];
+  const toHTML = HTML_LIKE[mimeType];
+  if (toHTML && typeof data === 'string') {
+    return { kind: 'html', html: toHTML(data) };
+  }
+  return { kind: 'bundle', mimeType, data: model.data, metadata: model.metadata };
+}
+
+/** The page's `--jp-*` theme variables with their current values. */
+function readThemeVariables(): Record<string, string> {
+  const names = new Set<string>();
+  forEachRule(rule => {
+    if (rule instanceof CSSStyleRule && /(^|,)\s*(:root|body)\b/.test(rule.selectorText)) {
+      for (let i = 0; i < rule.style.length; i++) {
+        const name = rule.style[i];
+        if (name.startsWith('--jp-')) {
+          names.add(name);
+        }
+      }
+    }
+  });
+  const computed = window.getComputedStyle(document.body);
+  const variables: Record<string, string> = {};
+  for (const name of names) {
+    variables[name] = computed.getPropertyValue(name).trim();
+  }
+  return variables;
+}
+
+/** The CSS rules JupyterLab gives rendered HTML, Markdown and LaTeX outputs. */
+function readOutputRules(): string {
+  const rules: string[] = [];
+  forEachRule(rule => {
+    if (rule instanceof CSSStyleRule && /jp-Rendered(HTMLCommon|HTML|Markdown)\b/.test(rule.selectorText)) {
+      rules.push(rule.cssText);
+    }
+  });
+  return rules.join('\n');
+}
+
+function forEachRule(visit: (rule: CSSRule) => void): void {
+  for (const sheet of Array.from(document.styleSheets)) {
+    let rules: CSSRuleList;
+    try {
+      rules = sheet.cssRules;
+    } catch {
+      continue; // another origin's stylesheet: not ours to read
+    }
+    for (const rule of Array.from(rules)) {
+      visit(rule);
+    }
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * Output isolation: what a Hopx kernel outputs is rendered in sandboxed frames (frames.ts),
+ * never in the page that holds the user's Jupyter session.
+ *
+ * Each notebook, console and log console gets its own rendermime registry; this module
+ * replaces every factory of such a registry with one that decides, output by output, where to
+ * render: outputs of a Hopx kernel go to a frame, unless their mime type is one JupyterLab
+ * renders as inert text or a `data:` image; everything else — other kernels' outputs and the
+ * user's own Markdown cells — goes to the original factory, untouched.
+ */
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
+import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
+import { PanelLayout, Widget } from '@lumino/widgets';
+
+import { FrameHost, OutputFrame } from './frames';
+
+/**
+ * Mime types JupyterLab renders natively without running script or loading anything: text
+ * (ANSI colours, tracebacks, links only on click) and base64 images as `data:` URLs.
+ */
+export const INERT_MIME_TYPES = new Set([
+  'text/plain',
+  'application/vnd.jupyter.stdout',
+  'application/vnd.jupyter.stderr',
+  'image/png',
+  'image/jpeg',
+  'image/gif',
+  'image/bmp',
+  'image/webp'
+]);
+
+/**
+ * Mime types the frames render even where no page extension does, ranked ahead of the HTML that
+ * usually comes beside them (a Plotly figure's HTML expects a plotly.js another output loaded).
+ */
+export const FRAME_MIME_TYPES = [
+  'application/vnd.plotly.v1+json',
+  'application/vnd.vegalite.v6+json',
+  'application/vnd.vegalite.v5+json',
+  'application/vnd.vegalite.v4+json',
+  'application/vnd.vega.v6+json',
+  'application/vnd.vega.v5+json'
+];
+
+/** Where outputs come from: asked for every renderer, since a notebook's kernel can change. */
+export interface IOutputSource {
+  /** Whether this source's outputs come, or came, from a Hopx kernel. */
+  isHopx(): boolean;
+}
+
+/**
+ * Makes `registry` render the outputs of `source` in frames when `source` is a Hopx kernel.
+ * The factories it had keep rendering everything else, at the same ranks.
+ */
+export function isolateRegistry(
+  registry: IRenderMimeRegistry,
+  source: IOutputSource,
+  host: FrameHost
+): void {
+  const original = registry.clone();
+  const mimeTypes = [...registry.mimeTypes, ...FRAME_MIME_TYPES];
+  for (const mimeType of new Set(mimeTypes)) {
+    const rank = original.getRank(mimeType) ?? 0;
+    registry.addFactory(
+      {
+        // Safe: an output that is not Hopx's goes to the original factory with its own rules.
+        safe: true,
+        mimeTypes: [mimeType],
+        createRenderer: () => {
+          const hopx = source.isHopx();
+          if (!hopx && original.getFactory(mimeType)) {
+            return original.createRenderer(mimeType); // untouched: the very renderer as before
+          }
+          return new ChoosingRenderer(mimeType, original, host, hopx);
+        }
+      },
+      rank
+    );
+  }
+}
+
+/** Whether a mime model is a kernel's output, rather than a cell's own Markdown. */
+function isOutput(model: IRenderMime.IMimeModel): boolean {
+  return 'executionCount' in model;
+}
+
+/**
+ * A renderer that picks, when it renders, between a frame and the original renderer, and holds
+ * whichever it picked: a Hopx notebook's own Markdown cells and inert outputs keep
+ * JupyterLab's renderers, and where the original registry has no renderer for a mime type
+ * (a Plotly figure without the Plotly extension) it renders what the original would have.
+ */
+class ChoosingRenderer extends Widget implements IRenderMime.IRenderer {
+  constructor(
+    private readonly _mimeType: string,
+    private readonly _original: IRenderMimeRegistry,
+    private readonly _host: FrameHost,
+    private readonly _hopx: boolean
+  ) {
+    super();
+    this.layout = new PanelLayout();
+    this.addClass('hopx-ChoosingRenderer');
+  }
+
+  async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    const isolate = this._hopx && isOutput(model) && !INERT_MIME_TYPES.has(this._mimeType);
+    let renderer: IRenderMime.IRenderer | null;
+    if (isolate) {
+      renderer =
+        this._current instanceof OutputFrame ? this._current : new OutputFrame(this._host, this._mimeType);
+    } else {
+      // The mime type the original registry would have picked itself, with the same trust.
+      const mimeType = this._original.getFactory(this._mimeType)
+        ? this._mimeType
+        : this._original.preferredMimeType(model.data, model.trusted ? 'any' : 'ensure');
+      renderer = mimeType ? this._originalRenderer(mimeType) : null;
+    }
+    if (renderer !== this._current) {
+      this._current?.dispose();
+      this._current = renderer;
+      if (renderer) {
+        (this.layout as PanelLayout).addWidget(renderer);
+      }
+    }
+    this.toggleClass('hopx-mod-isolated', isolate);
+    await renderer?.renderModel(model);
+  }
+
+  private _originalRenderer(mimeType: string): IRenderMime.IRenderer {
+    if (this._current && !(this._current instanceof OutputFrame) && this._currentMime === mimeType) {
+      return this._current;
+    }
+    this._currentMime = mimeType;
+    return this._original.createRenderer(mimeType);
+  }
+
+  private _current: IRenderMime.IRenderer | null = null;
+  private _currentMime = '';
+}
