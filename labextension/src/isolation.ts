@@ -13,6 +13,7 @@ import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { PanelLayout, Widget } from '@lumino/widgets';
 
 import { FrameHost, OutputFrame } from './frames';
+import { inertHeadings } from './headings';
 
 /**
  * Mime types JupyterLab renders natively without running script or loading anything: text
@@ -58,6 +59,7 @@ export function isolateRegistry(
   host: FrameHost
 ): void {
   const original = registry.clone();
+  inertHeadings(registry, source);
   const mimeTypes = [...registry.mimeTypes, ...FRAME_MIME_TYPES];
   for (const mimeType of new Set(mimeTypes)) {
     const rank = original.getRank(mimeType) ?? 0;

