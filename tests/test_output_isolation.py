@@ -14,6 +14,7 @@ same test, do get through: the test can fail.
 
 from __future__ import annotations
 
+import html
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -155,11 +156,18 @@ def navigation_html(attacker: str) -> str:
 def attack_cells(server: Server, attacker: str) -> list[str]:
     """The attack notebook's code: one cell of script and loads in every output kind, and one
     cell that navigates (last, since on the stock kernel it takes the page away)."""
-    scripts = {tag: attack_script(server, attacker, tag) for tag in ("html", "js", "svg", "iso")}
+    scripts = {
+        tag: attack_script(server, attacker, tag) for tag in ("html", "js", "svg", "iso", "widget")
+    }
     svg = (
         '<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20">'
         f"<script>{scripts['svg']}</script>"
         f'<image href="{attacker}/v/svg-output-image" width="4" height="4"/></svg>'
+    )
+    # Widgets: HTML set as innerHTML (a handler runs where it lands) and an image by URL.
+    widget_html = (
+        f"<img src='{attacker}/v/widget-html-img'>"
+        f"<img src='data:,' onerror=\"{html.escape(scripts['widget'])}\">"
     )
     first = f"""from IPython.display import HTML, SVG, Javascript, Markdown, display
 display(HTML({json.dumps("<script>" + scripts["html"] + "</script>")}))
@@ -169,6 +177,9 @@ display(HTML({json.dumps("<script>" + scripts["iso"] + "</script>")}),
         metadata={{"isolated": True}})
 display(HTML({json.dumps(loading_html(attacker))}))
 display(Markdown("![leak]({attacker}/v/markdown-image) <img src='{attacker}/v/markdown-html'>"))
+import ipywidgets
+display(ipywidgets.HTML({json.dumps(widget_html)}))
+display(ipywidgets.Image(value=b"{attacker}/v/widget-image", format="url"))
 print("attack cell done")"""
     second = f"""from IPython.display import HTML, display
 display(HTML({json.dumps(navigation_html(attacker))}))
@@ -231,7 +242,9 @@ def saved_outputs(path: Path) -> int:
 
 
 def kernel_names(server: Server) -> list[str]:
-    return sorted(k["name"] for k in server.api("GET", "/api/kernels").json())
+    kernels = server.api("GET", "/api/kernels").json()
+    assert isinstance(kernels, list), kernels
+    return sorted(k["name"] for k in kernels)
 
 
 def page_state(server: Server, page: Page) -> dict[str, object]:

@@ -60,10 +60,9 @@ export function isolateRegistry(
 ): void {
   const original = registry.clone();
   inertHeadings(registry, source);
-  const mimeTypes = [...registry.mimeTypes, ...FRAME_MIME_TYPES];
-  for (const mimeType of new Set(mimeTypes)) {
-    const rank = original.getRank(mimeType) ?? 0;
-    registry.addFactory(
+  const addFactory = registry.addFactory.bind(registry);
+  const wrap = (mimeType: string, rank: number) =>
+    addFactory(
       {
         // Safe: an output that is not Hopx's goes to the original factory with its own rules.
         safe: true,
@@ -78,7 +77,17 @@ export function isolateRegistry(
       },
       rank
     );
+  for (const mimeType of new Set([...registry.mimeTypes, ...FRAME_MIME_TYPES])) {
+    wrap(mimeType, original.getRank(mimeType) ?? 0);
   }
+  // Factories added later (the widget manager adds its own to each notebook's registry, after
+  // the notebook is made) go behind the same choice.
+  registry.addFactory = (factory: IRenderMime.IRendererFactory, rank?: number) => {
+    original.addFactory(factory, rank);
+    for (const mimeType of factory.mimeTypes) {
+      wrap(mimeType, original.getRank(mimeType) ?? 0);
+    }
+  };
 }
 
 /** Whether a mime model is a kernel's output, rather than a cell's own Markdown. */
