@@ -14,6 +14,27 @@ const common = { bundle: true, minify: true, format: 'iife', target: 'es2020', l
 await build({ ...common, entryPoints: [join(here, 'runtime.ts')], outfile: join(out, 'runtime.js') });
 await build({ ...common, entryPoints: [join(here, 'vega.ts')], outfile: join(out, 'vega.js') });
 await build({ ...common, entryPoints: [join(here, 'katex.ts')], outfile: join(out, 'katex.js') });
+// Widgets' stylesheet comes out beside their script (widgets.css), its images as data. Icon
+// fonts (Font Awesome, about 2 MB as data) are left out: a button's icon does not show.
+const withoutFonts = {
+  name: 'without-fonts',
+  setup(build) {
+    build.onResolve({ filter: /webfonts\/.*$|\.(woff2?|ttf|eot)$/ }, args => ({
+      path: args.path,
+      namespace: 'without-fonts'
+    }));
+    build.onLoad({ filter: /.*/, namespace: 'without-fonts' }, () => ({ contents: '', loader: 'empty' }));
+  }
+};
+await build({
+  ...common,
+  entryPoints: [join(here, 'widgets.ts')],
+  outfile: join(out, 'widgets.js'),
+  plugins: [withoutFonts],
+  // Written for webpack: one module sets where its chunks load from, which nothing here uses.
+  banner: { js: 'var __webpack_public_path__ = "";' },
+  loader: { '.svg': 'dataurl', '.png': 'dataurl', '.gif': 'dataurl' }
+});
 await build({
   bundle: true,
   minify: true,

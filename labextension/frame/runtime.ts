@@ -18,6 +18,7 @@ interface IFrameGlobals {
   };
   vegaEmbed?: (root: HTMLElement, spec: unknown, options: unknown) => Promise<unknown>;
   renderMathInElement?: (root: HTMLElement, options: unknown) => void;
+  hopxRenderWidget?: (root: HTMLElement, data: unknown) => Promise<void>;
 }
 
 const frame = window as unknown as IFrameGlobals;
@@ -93,6 +94,10 @@ async function render(bundle: IBundle, root: HTMLElement): Promise<void> {
       });
       return;
     }
+    case 'application/vnd.jupyter.widget-view+json':
+      await Promise.all([load('script', 'widgets.js'), load('link', 'widgets.css')]);
+      await frame.hopxRenderWidget?.(root, value);
+      return;
     case 'application/json':
       root.className = 'hopx-json';
       root.textContent = JSON.stringify(value, null, 2);

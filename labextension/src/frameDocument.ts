@@ -199,6 +199,49 @@ export function scriptJSON(value: unknown): string {
     .replace(/\u2029/g, '\\u2029');
 }
 
+/**
+ * A widget frame's change for its kernel: a `comm_msg` on one comm. Whatever else a frame may
+ * post is ignored.
+ */
+export interface ICommSend {
+  comm_id: string;
+  msg_id: string;
+  data: Record<string, unknown>;
+  metadata: Record<string, unknown>;
+  buffers: (ArrayBuffer | ArrayBufferView)[];
+}
+
+const ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** The comm message a widget frame asks to send, or null if the message is anything else. */
+export function parseCommSend(data: unknown): ICommSend | null {
+  if (!isPlainObject(data) || data.hopx !== 'comm-send') {
+    return null;
+  }
+  const { comm_id, msg_id, metadata, buffers } = data;
+  if (typeof comm_id !== 'string' || !ID.test(comm_id)) {
+    return null;
+  }
+  if (typeof msg_id !== 'string' || !ID.test(msg_id) || !isPlainObject(data.data)) {
+    return null;
+  }
+  if (metadata !== undefined && !isPlainObject(metadata)) {
+    return null;
+  }
+  const binary = buffers ?? [];
+  if (
+    !Array.isArray(binary) ||
+    !binary.every(b => b instanceof ArrayBuffer || ArrayBuffer.isView(b))
+  ) {
+    return null;
+  }
+  return { comm_id, msg_id, data: data.data, metadata: metadata ?? {}, buffers: binary };
+}
+
 /** The size message a frame may send, or null for anything else. */
 export function parseSizeMessage(data: unknown): number | null {
   if (typeof data !== 'object' || data === null) {

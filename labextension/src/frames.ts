@@ -2,8 +2,10 @@
  * Hopx output frames on the page side: the widget that holds one output's frames, and the one
  * listener that sizes every frame and carries theme changes into them.
  */
+import { ISessionContext } from '@jupyterlab/apputils';
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
+import { KernelMessage } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
 import {
@@ -11,8 +13,13 @@ import {
   IFrameThemeMessage,
   innerDocument,
   outerDocument,
+  parseCommSend,
   parseSizeMessage
 } from './frameDocument';
+import type { IOutputSource } from './isolation';
+
+/** The widget view mime type: its frames follow and change the kernel's widget models. */
+const WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json';
 
 /** Mime types whose data is HTML to parse as the frame's body. */
 const HTML_LIKE: Record<string, (data: string) => string> = {
@@ -84,14 +91,13 @@ export class FrameHost {
   }
 
   private _onMessage = (event: MessageEvent): void => {
-    const height = parseSizeMessage(event.data);
-    if (height === null || event.source === null) {
+    if (event.source === null || event.source === window) {
       return;
     }
     // Only a frame this page made, identified by its window, never by what it says.
     for (const frame of this._frames) {
       if (frame.innerWindow === event.source) {
-        frame.setHeight(height);
+        frame.receive(event.data);
         return;
       }
     }
@@ -106,11 +112,15 @@ export class FrameHost {
 export class OutputFrame extends Widget implements IRenderMime.IRenderer {
   constructor(
     private readonly _host: FrameHost,
-    private readonly _mimeType: string
+    private readonly _mimeType: string,
+    private readonly _source: IOutputSource
   ) {
     super();
     this.addClass('hopx-OutputFrame');
     this.node.dataset.mimeType = _mimeType;
+    if (_mimeType === WIDGET_VIEW) {
+      _source.sessionContext.iopubMessage.connect(this._forwardComm, this);
+    }
   }
 
   /** The inner frame's window: where this output's messages come from. */
@@ -140,15 +150,52 @@ export class OutputFrame extends Widget implements IRenderMime.IRenderer {
     this._host.add(this);
   }
 
-  setHeight(height: number): void {
-    if (this._iframe) {
-      this._iframe.style.height = `${height}px`;
+  /** A message from this output's inner frame: a new height, or a widget's change. */
+  receive(data: unknown): void {
+    const height = parseSizeMessage(data);
+    if (height !== null) {
+      if (this._iframe) {
+        this._iframe.style.height = `${height}px`;
+      }
+      return;
+    }
+    const send = this._mimeType === WIDGET_VIEW ? parseCommSend(data) : null;
+    // Only to this notebook's kernel, and only while it is a Hopx kernel.
+    const kernel = send && this._source.hopxKernel();
+    if (send && kernel) {
+      kernel.sendShellMessage(
+        KernelMessage.createMessage({
+          msgType: 'comm_msg',
+          channel: 'shell',
+          session: kernel.clientId,
+          username: kernel.username,
+          msgId: send.msg_id,
+          content: { comm_id: send.comm_id, data: send.data as KernelMessage.ICommMsgMsg['content']['data'] },
+          metadata: send.metadata as KernelMessage.ICommMsgMsg['metadata'],
+          buffers: send.buffers
+        }),
+        false,
+        true
+      );
     }
   }
 
   dispose(): void {
     this._host.remove(this);
+    this._source.sessionContext.iopubMessage.disconnect(this._forwardComm, this);
     super.dispose();
+  }
+
+  /** The kernel's widget traffic, for the frame's copies of its widget models. */
+  private _forwardComm(_: ISessionContext, msg: KernelMessage.IMessage): void {
+    const type = msg.header.msg_type;
+    if (type === 'comm_open' || type === 'comm_msg' || type === 'comm_close') {
+      const { header, parent_header, content, metadata, buffers } = msg;
+      this.innerWindow?.postMessage(
+        { hopx: 'kernel', msg: { header, parent_header, content, metadata, buffers } },
+        '*'
+      );
+    }
   }
 
   private _iframe: HTMLIFrameElement | null = null;

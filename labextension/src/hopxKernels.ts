@@ -7,7 +7,7 @@
 import { ISessionContext } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { NotebookPanel } from '@jupyterlab/notebook';
-import { KernelSpec, ServerConnection, Session } from '@jupyterlab/services';
+import { Kernel, KernelSpec, ServerConnection, Session } from '@jupyterlab/services';
 
 import { IOutputSource } from './isolation';
 
@@ -74,6 +74,14 @@ export class NotebookSource implements IOutputSource {
     _panel.sessionContext.kernelChanged.connect(this._onKernelChanged, this);
   }
 
+  get sessionContext(): ISessionContext {
+    return this._panel.sessionContext;
+  }
+
+  hopxKernel(): Kernel.IKernelConnection | null {
+    return hopxKernel(this._panel.sessionContext, this._kernels);
+  }
+
   isHopx(): boolean {
     const model = this._panel.model;
     const sticky = model?.getMetadata(STICKY_METADATA) as { isolate_outputs?: boolean } | undefined;
@@ -95,11 +103,20 @@ export class NotebookSource implements IOutputSource {
 /** A console's outputs are Hopx's when its kernel is. */
 export class SessionSource implements IOutputSource {
   constructor(
-    private readonly _session: ISessionContext,
+    readonly sessionContext: ISessionContext,
     private readonly _kernels: HopxKernels
   ) {}
 
   isHopx(): boolean {
-    return this._kernels.isHopx(this._session.session?.kernel?.name);
+    return this.hopxKernel() !== null;
   }
+
+  hopxKernel(): Kernel.IKernelConnection | null {
+    return hopxKernel(this.sessionContext, this._kernels);
+  }
+}
+
+function hopxKernel(session: ISessionContext, kernels: HopxKernels): Kernel.IKernelConnection | null {
+  const kernel = session.session?.kernel ?? null;
+  return kernel && kernels.isHopx(kernel.name) ? kernel : null;
 }

@@ -8,8 +8,10 @@
  * renders as inert text or a `data:` image; everything else — other kernels' outputs and the
  * user's own Markdown cells — goes to the original factory, untouched.
  */
+import { ISessionContext } from '@jupyterlab/apputils';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
+import { Kernel } from '@jupyterlab/services';
 import { PanelLayout, Widget } from '@lumino/widgets';
 
 import { FrameHost, OutputFrame } from './frames';
@@ -47,6 +49,10 @@ export const FRAME_MIME_TYPES = [
 export interface IOutputSource {
   /** Whether this source's outputs come, or came, from a Hopx kernel. */
   isHopx(): boolean;
+  /** The session whose kernel messages widget frames follow. */
+  readonly sessionContext: ISessionContext;
+  /** The session's kernel if it is a Hopx kernel: the only one a frame may send to. */
+  hopxKernel(): Kernel.IKernelConnection | null;
 }
 
 /**
@@ -72,7 +78,7 @@ export function isolateRegistry(
           if (!hopx && original.getFactory(mimeType)) {
             return original.createRenderer(mimeType); // untouched: the very renderer as before
           }
-          return new ChoosingRenderer(mimeType, original, host, hopx);
+          return new ChoosingRenderer(mimeType, original, host, hopx ? source : null);
         }
       },
       rank
@@ -106,7 +112,8 @@ class ChoosingRenderer extends Widget implements IRenderMime.IRenderer {
     private readonly _mimeType: string,
     private readonly _original: IRenderMimeRegistry,
     private readonly _host: FrameHost,
-    private readonly _hopx: boolean
+    /** Where the outputs come from, when it is a Hopx kernel. */
+    private readonly _hopx: IOutputSource | null
   ) {
     super();
     this.layout = new PanelLayout();
@@ -114,11 +121,13 @@ class ChoosingRenderer extends Widget implements IRenderMime.IRenderer {
   }
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
-    const isolate = this._hopx && isOutput(model) && !INERT_MIME_TYPES.has(this._mimeType);
+    const isolate = !!this._hopx && isOutput(model) && !INERT_MIME_TYPES.has(this._mimeType);
     let renderer: IRenderMime.IRenderer | null;
     if (isolate) {
       renderer =
-        this._current instanceof OutputFrame ? this._current : new OutputFrame(this._host, this._mimeType);
+        this._current instanceof OutputFrame
+          ? this._current
+          : new OutputFrame(this._host, this._mimeType, this._hopx!);
     } else {
       // The mime type the original registry would have picked itself, with the same trust.
       const mimeType = this._original.getFactory(this._mimeType)
