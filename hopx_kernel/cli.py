@@ -14,7 +14,7 @@ from typing import Any
 
 from traitlets import TraitError
 
-from hopx_kernel import kernelspec
+from hopx_kernel import kernelspec, lockdown
 from hopx_kernel.host import state_root
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.registry import SandboxRecord, is_supervisor, live_sandboxes
@@ -64,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         default=None,
         help="let a busy kernel be culled for idleness",
+    )
+    install.add_argument(
+        "--lockdown",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="for servers that run untrusted notebooks: enable lockdown (no terminals, only Hopx "
+        "kernels, no remote loads in pages) for servers reading this config location; "
+        "--no-lockdown removes it again. Without either, an earlier choice stays",
     )
 
     listing = commands.add_parser("list", help="list running sandboxes")
@@ -137,6 +145,12 @@ def _install(args: argparse.Namespace) -> int:
         print(f"jupyter hopx install: {e}", file=sys.stderr)
         return 2
     print(f"Installed kernelspec {args.name} in {path}")
+    if args.lockdown:
+        print(f"Lockdown on: {lockdown.enable(user=args.user, prefix=prefix)}")
+    elif args.lockdown is False:
+        removed = lockdown.disable(user=args.user, prefix=prefix)
+        where = lockdown.config_path(user=args.user, prefix=prefix)
+        print(f"Lockdown off: removed {removed}" if removed else f"Lockdown off: no {where}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """REST API of the Hopx server extension, under `/hopx/api/`.
 
-Every handler is authenticated and authorized on the "kernels" resource, like `/api/kernels`:
-whoever may list, start or shut down kernels may do the same here, and nobody else.
+Every handler is authenticated and authorized like the jupyter_server API it extends: the sandbox
+handlers on the "kernels" resource, like `/api/kernels` (whoever may list, start or shut down
+kernels may do the same here, and nobody else), the kernelspec handler on "kernelspecs", like
+`/api/kernelspecs`.
 
     GET    /hopx/api/sandboxes                     every Hopx kernel: state, limits, usage,
                                                    idle since, next cull and its reason
@@ -10,6 +12,8 @@ whoever may list, start or shut down kernels may do the same here, and nobody el
     POST   /hopx/api/sandboxes/<kernel_id>/extend  keep it alive: {"seconds": 600} (optional,
                                                    default its idle timeout), capped by its
                                                    max lifetime
+    GET    /hopx/api/kernelspecs                   {"hopx": [listed kernelspecs that start under
+                                                   Hopx], "lockdown": true|false}
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ import json
 import math
 from typing import Any
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
+from hopx_kernel import lockdown
 from hopx_kernel.culler import Culler, UnknownSandbox
+from hopx_kernel.kernelspec import default_provisioner_name, hopx_kernelspecs
 
 KERNEL_ID = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
 # Longest keep-alive one request may ask for; the max lifetime usually caps it far sooner.
@@ -100,10 +107,26 @@ class SandboxExtendHandler(SandboxAPIHandler):
         return float(seconds)
 
 
-def default_handlers(culler: Culler) -> list[tuple[str, type[SandboxAPIHandler], dict[str, Any]]]:
+class KernelspecsHandler(APIHandler):
+    """Which of the server's kernelspecs start sandboxed, for JupyterLab to tell notebooks on
+    Hopx kernels from the others, and whether the server is in lockdown."""
+
+    auth_resource = "kernelspecs"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        listing = await ensure_async(self.kernel_spec_manager.get_all_specs())
+        hopx = hopx_kernelspecs(listing, default_provisioner_name(self.serverapp))
+        lockdown_on = bool(self.settings.get(lockdown.SETTING, False))
+        self.finish(json.dumps({"hopx": hopx, "lockdown": lockdown_on}))
+
+
+def default_handlers(culler: Culler) -> list[tuple[str, type[APIHandler], dict[str, Any]]]:
     options = {"culler": culler}
     return [
         (r"/hopx/api/sandboxes/?", SandboxesHandler, options),
         (rf"/hopx/api/sandboxes/{KERNEL_ID}/?", SandboxHandler, options),
         (rf"/hopx/api/sandboxes/{KERNEL_ID}/extend/?", SandboxExtendHandler, options),
+        (r"/hopx/api/kernelspecs/?", KernelspecsHandler, {}),
     ]

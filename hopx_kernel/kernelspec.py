@@ -1,4 +1,5 @@
-"""The "Python 3 (Hopx sandbox)" kernelspec: build it, validate its settings, install it."""
+"""The "Python 3 (Hopx sandbox)" kernelspec: build it, validate its settings, install it; and the
+rule that tells which kernelspecs start under Hopx."""
 
 from __future__ import annotations
 
@@ -7,15 +8,49 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
 from hopx_kernel.provisioner import HopxProvisioner
 
 DEFAULT_NAME = "hopx-python"
 DEFAULT_DISPLAY_NAME = "Python 3 (Hopx sandbox)"
 PROVISIONER_NAME = "hopx-provisioner"
+
+
+def provisioner_of(metadata: Mapping[str, Any], default: str) -> str:
+    """The provisioner a kernelspec with this `metadata` starts under, decided as jupyter_client's
+    KernelProvisionerFactory decides it: the `provisioner_name` its `kernel_provisioner` stanza
+    names, else `default` (the factory's `default_provisioner_name`)."""
+    stanza = metadata.get("kernel_provisioner")
+    if isinstance(stanza, Mapping) and "provisioner_name" in stanza:
+        return str(stanza["provisioner_name"])
+    return default
+
+
+def starts_under_hopx(metadata: Mapping[str, Any], default: str) -> bool:
+    """Whether a kernelspec with this `metadata` starts sandboxed, `default` being the
+    provisioner of kernelspecs that name none (a farm may make that Hopx for all)."""
+    return provisioner_of(metadata, default) == PROVISIONER_NAME
+
+
+def hopx_kernelspecs(listing: Mapping[str, Any], default: str) -> list[str]:
+    """The names, sorted, of the kernelspecs in `listing` (as KernelSpecManager.get_all_specs()
+    gives it) that start under Hopx."""
+    return sorted(
+        name
+        for name, model in listing.items()
+        if starts_under_hopx(model["spec"].get("metadata") or {}, default)
+    )
+
+
+def default_provisioner_name(parent: Any) -> str:
+    """The provisioner of kernelspecs that name none, from the factory every KernelManager of
+    `parent`'s application asks (a singleton, configured like the application)."""
+    return str(KernelProvisionerFactory.instance(parent=parent).default_provisioner_name)
 
 
 def validate_settings(settings: dict[str, Any]) -> None:

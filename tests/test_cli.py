@@ -82,6 +82,52 @@ def test_install_refuses_bad_limits_and_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "share").exists()
 
 
+LOCKDOWN_CONFIG = {"ServerApp": {"jpserver_extensions": {"hopx_kernel.lockdown": True}}}
+
+
+def test_install_lockdown_beside_the_kernelspec_until_no_lockdown(tmp_path: Path) -> None:
+    """--lockdown enables the lockdown extension in the prefix's jupyter_server_config.d (a file
+    every user's server can read); an install without the flag leaves it; --no-lockdown removes
+    it, and says so also when there was none."""
+    config = tmp_path / "etc/jupyter/jupyter_server_config.d/hopx_lockdown.json"
+    locked = hopx("install", "--prefix", str(tmp_path), "--lockdown")
+    assert locked.returncode == 0, locked.stderr
+    assert (tmp_path / "share/jupyter/kernels/hopx-python/kernel.json").exists()
+    assert json.loads(config.read_text()) == LOCKDOWN_CONFIG
+    assert config.stat().st_mode & 0o777 == 0o644
+    assert locked.stdout.splitlines()[-1] == f"Lockdown on: {config}"
+
+    again = hopx("install", "--prefix", str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert "Lockdown" not in again.stdout
+    assert json.loads(config.read_text()) == LOCKDOWN_CONFIG
+
+    unlocked = hopx("install", "--prefix", str(tmp_path), "--no-lockdown")
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert unlocked.stdout.splitlines()[-1] == f"Lockdown off: removed {config}"
+    assert not config.exists()
+    twice = hopx("install", "--prefix", str(tmp_path), "--no-lockdown")
+    assert twice.stdout.splitlines()[-1] == f"Lockdown off: no {config}"
+
+
+def test_install_lockdown_user(tmp_path: Path) -> None:
+    """--user --lockdown: the kernelspec in the user's data directory, lockdown in the user's
+    config directory."""
+    env = {"JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    result = hopx("install", "--user", "--lockdown", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data/kernels/hopx-python/kernel.json").exists()
+    config = tmp_path / "cfg/jupyter_server_config.d/hopx_lockdown.json"
+    assert json.loads(config.read_text()) == LOCKDOWN_CONFIG
+
+
+def test_install_with_bad_limits_writes_no_lockdown_either(tmp_path: Path) -> None:
+    result = hopx("install", "--prefix", str(tmp_path), "--disk", "lots", "--lockdown")
+    assert result.returncode == 2
+    assert "disk_limit 'lots' is not a size" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_list_shows_running_sandboxes(
     start_kernel: Callable[..., Kernel], runtime_dir: Path
 ) -> None:
