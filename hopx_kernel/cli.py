@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         "doctor",
         help="check that this host, as this user, can run Hopx kernels",
         description="Check bubblewrap, user namespaces, seccomp and cgroups, then start a test "
-        "kernel. Exits 1 when a Hopx kernel cannot start here.",
+        "kernel; then review the Jupyter server configuration for untrusted notebooks (lockdown, "
+        "terminals, kernelspecs that start without the sandbox), as warnings. Exits 1 when a "
+        "Hopx kernel cannot start here.",
     )
     doctor_parser.add_argument("--json", action="store_true", help="machine-readable output")
     doctor_parser.add_argument(
@@ -112,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         "--sandbox-uid-range",
         default=DEFAULT_UID_RANGE,
         help="the sandbox_uid_range setting to check (root servers)",
+    )
+    doctor_parser.add_argument(
+        "--config",
+        help="the server's config file, as `jupyter server --config` takes it; by default the "
+        "jupyter_server_config files in the Jupyter config path",
     )
 
     args = parser.parse_args(argv)

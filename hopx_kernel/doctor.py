@@ -2,6 +2,9 @@
 found, and when something is wrong, what to do about it.
 
 The last check starts a real sandboxed kernel and times it, so a pass means a kernel starts.
+Then comes a review of the Jupyter server configuration found here, for servers that run untrusted
+notebooks: lockdown, terminals, kernelspecs that start without the sandbox. Those are warnings
+only: a server without lockdown is a valid choice.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hopx_kernel.host import user_namespace_problem
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup
@@ -26,6 +29,9 @@ from runtime.host_uids import accounts_in_range, parse_uid_range
 from runtime.spec import Limits
 from runtime.systemd_scope import scope_problem
 from runtime.units import LimitError
+
+if TYPE_CHECKING:
+    from hopx_kernel.server_config import ServerConfig
 
 MIN_BWRAP = (0, 5)
 # How long the test kernel may take to answer before the check fails.
@@ -246,17 +252,97 @@ def run_checks(settings: Settings) -> list[Check]:
     return results
 
 
-def report(results: list[Check], *, as_json: bool) -> str:
+_LOCKDOWN_FIX = (
+    "for untrusted notebooks, `jupyter hopx install --lockdown` (with --sys-prefix, --user or "
+    "--prefix, where the server reads its config), or the lines of "
+    "examples/lockdown/jupyter_server_config.py in the server's config"
+)
+
+
+def review_server(config: ServerConfig) -> list[Check]:
+    """Findings about the server configuration; `ok` False means a warning."""
+    if config.lockdown:
+        lockdown = Check("lockdown", True, "on: no terminals, only Hopx kernels, no remote loads")
+    else:
+        lockdown = Check(
+            "lockdown", False, "off: this server runs any kernel and terminal it has", _LOCKDOWN_FIX
+        )
+    if config.terminals_off:
+        terminals = Check("terminals", True, f"off: {config.terminals_off}")
+    else:
+        terminals = Check(
+            "terminals",
+            False,
+            "on: a terminal runs commands on the host, outside any sandbox",
+            "lockdown turns them off; or set c.ServerApp.terminals_enabled = False",
+        )
+    return [lockdown, terminals, _review_kernelspecs(config)]
+
+
+def _review_kernelspecs(config: ServerConfig) -> Check:
+    hopx = ", ".join(config.hopx)
+    others = ", ".join(f"{name} ({how})" for name, how in config.unsandboxed.items())
+    if not config.hopx:
+        found = "none starts under Hopx" + (f"; without the sandbox: {others}" if others else "")
+        return Check("kernelspecs", False, found, "install one: `jupyter hopx install`")
+    if not config.unsandboxed:
+        return Check("kernelspecs", True, f"all start under Hopx: {hopx}")
+    if config.lockdown:
+        return Check(
+            "kernelspecs", True, f"only Hopx ones start: {hopx}; lockdown refuses {others}"
+        )
+    return Check(
+        "kernelspecs",
+        False,
+        f"start without the sandbox: {others}; under Hopx: {hopx}",
+        "lockdown refuses them; or c.KernelProvisionerFactory.default_provisioner_name = "
+        "'hopx-provisioner' starts every kernelspec that names no provisioner under Hopx",
+    )
+
+
+def report(results: list[Check], server: list[Check], config: str, *, as_json: bool) -> str:
     can_start = all(r.ok for r in results)
     if as_json:
-        return json.dumps({"can_start": can_start, "checks": [asdict(r) for r in results]})
+        return json.dumps(
+            {
+                "can_start": can_start,
+                "checks": [asdict(r) for r in results],
+                "server": {"config": config, "checks": [asdict(r) for r in server]},
+            }
+        )
     lines = []
     for result in results:
         lines.append(f"{'OK  ' if result.ok else 'FAIL'}  {result.name:<16} {result.found}")
         if result.fix:
             lines.append(f"{'':22}fix: {result.fix}")
+    lines.append(f"Jupyter server configuration ({config}):")
+    for finding in server:
+        lines.append(f"{'OK  ' if finding.ok else 'WARN'}  {finding.name:<16} {finding.found}")
+        if finding.fix:
+            lines.append(f"{'':22}fix: {finding.fix}")
     verdict = "Hopx kernels can start here." if can_start else "Hopx kernels cannot start here."
     return "\n".join([*lines, verdict])
+
+
+def _server_review(config_file: str | None) -> tuple[list[Check], str]:
+    """The findings about the server configuration, and where it was read from."""
+    from hopx_kernel import server_config  # noqa: PLC0415 - imports jupyter_server
+
+    try:
+        config = server_config.load(config_file)
+    except Exception as e:
+        where = config_file or "the Jupyter config path"
+        problem = Check(
+            "server config",
+            False,
+            f"cannot be read: {type(e).__name__}: {e}",
+            "a server logs this and starts without that file's settings; correct the file",
+        )
+        return [problem], where
+    dirs = ", ".join(config.config_dirs)
+    if config.config_file:
+        return review_server(config), f"{config.config_file}; extensions enabled in {dirs}"
+    return review_server(config), f"from {dirs}"
 
 
 def main(args: Any) -> int:
@@ -268,5 +354,6 @@ def main(args: Any) -> int:
         sandbox_uid_range=args.sandbox_uid_range,
     )
     results = run_checks(settings)
-    print(report(results, as_json=args.json))
+    server, config = _server_review(args.config)
+    print(report(results, server, config, as_json=args.json))
     return 0 if all(r.ok for r in results) else 1

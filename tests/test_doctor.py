@@ -1,29 +1,49 @@
 """`jupyter hopx doctor` as root on this host: every check passes and a test kernel starts; a
 missing bubblewrap fails with the fix and skips the test kernel; the JSON form says the same.
-(The unprivileged runs are in test_unprivileged.py.)"""
+Its review of the Jupyter server configuration (lockdown, terminals, unsandboxed kernelspecs)
+warns without changing the exit status. (The unprivileged runs are in test_unprivileged.py.)"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from conftest import hopx_processes, leftovers
 
 CHECK_NAMES = ["bubblewrap", "user namespaces", "seccomp", "cgroups", "sandbox uids", "test kernel"]
+PRESET = Path(__file__).parent.parent / "examples" / "lockdown" / "jupyter_server_config.py"
 
 
-def doctor(*args: str) -> subprocess.CompletedProcess[str]:
+def doctor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hopx_kernel.cli", "doctor", *args],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
         check=False,
     )
+
+
+def server_env(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """This environment with an empty user config dir and no extra config path, plus
+    `variables`: the server config the doctor finds is this project's environment's (which
+    enables jupyter_server_terminals) and what the test adds."""
+    env = {k: v for k, v in os.environ.items() if k != "JUPYTER_CONFIG_PATH"}
+    (tmp_path / "user-config").mkdir(exist_ok=True)
+    return {**env, "JUPYTER_CONFIG_DIR": str(tmp_path / "user-config"), **variables}
+
+
+def server_review(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    report = json.loads(result.stdout)
+    return {c["name"]: c for c in report["server"]["checks"]}
 
 
 def test_doctor_passes_as_root_and_starts_a_kernel(runtime_dir: Path) -> None:
@@ -117,3 +137,111 @@ def test_doctor_refuses_a_uid_range_holding_accounts(runtime_dir: Path) -> None:
     assert "holds host accounts: daemon (1, /etc/passwd)" in line
     assert "e.g. '1879048192-1879113727'" in result.stdout
     assert "not tried: a check above failed" in result.stdout
+
+
+def test_doctor_warns_about_a_server_without_lockdown(
+    runtime_dir: Path, tmp_path: Path, make_kernelspec: Callable[..., str]
+) -> None:
+    """Without lockdown the doctor warns that lockdown is off (with the command that turns it
+    on), that terminals open, and which kernelspecs start without the sandbox; the host checks
+    pass and the exit status is 0."""
+    make_kernelspec("hopx-test")
+    env = server_env(tmp_path)
+    result = doctor("--json", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["can_start"] is True
+    review = server_review(result)
+    assert list(review) == ["lockdown", "terminals", "kernelspecs"]
+    assert review["lockdown"]["ok"] is False
+    assert "`jupyter hopx install --lockdown`" in review["lockdown"]["fix"]
+    assert "examples/lockdown/jupyter_server_config.py" in review["lockdown"]["fix"]
+    assert review["terminals"] == {
+        "name": "terminals",
+        "ok": False,
+        "found": "on: a terminal runs commands on the host, outside any sandbox",
+        "fix": "lockdown turns them off; or set c.ServerApp.terminals_enabled = False",
+    }
+    kernelspecs = review["kernelspecs"]
+    assert kernelspecs["ok"] is False
+    assert kernelspecs["found"].startswith("start without the sandbox: python3 (local-provisioner)")
+    assert "hopx-test" in kernelspecs["found"].partition("under Hopx: ")[2]
+
+    text = doctor(env=env)
+    assert text.returncode == 0
+    lines = text.stdout.splitlines()
+    assert lines[6].startswith("Jupyter server configuration (from ")
+    assert [line.split()[0] for line in lines[7:] if line.startswith(("OK", "WARN"))] == [
+        "WARN"
+    ] * 3
+    assert lines[-1] == "Hopx kernels can start here."
+
+
+def test_doctor_sees_lockdown_installed_into_a_prefix(
+    runtime_dir: Path, tmp_path: Path, make_kernelspec: Callable[..., str]
+) -> None:
+    """After `jupyter hopx install --lockdown --prefix P`, for a server reading P's config the
+    doctor reports lockdown on, terminals off and python3 refused: no warning."""
+    make_kernelspec("hopx-test")
+    prefix = tmp_path / "env"
+    installed = subprocess.run(
+        [sys.executable, "-m", "hopx_kernel.cli", "install", "--lockdown", "--prefix", str(prefix)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    result = doctor("--json", env=server_env(tmp_path, JUPYTER_CONFIG_PATH=f"{prefix}/etc/jupyter"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    review = server_review(result)
+    assert all(finding["ok"] for finding in review.values()), review
+    assert review["terminals"]["found"] == "off: lockdown turns them off"
+    assert review["kernelspecs"]["found"].endswith("; lockdown refuses python3 (local-provisioner)")
+    assert json.loads(result.stdout)["server"]["config"].startswith(f"from {prefix}/etc/jupyter")
+
+
+def test_doctor_reads_the_config_file_given(
+    runtime_dir: Path, tmp_path: Path, make_kernelspec: Callable[..., str]
+) -> None:
+    """--config names the server's config file: the lockdown preset turns every warning off; a
+    file that switches terminals off and makes Hopx the default provisioner leaves only the
+    lockdown warning; a broken file is a warning of its own."""
+    make_kernelspec("hopx-test")
+    env = server_env(tmp_path)
+    preset = server_review(doctor("--json", "--config", str(PRESET), env=env))
+    assert all(finding["ok"] for finding in preset.values()), preset
+
+    config = tmp_path / "jupyter_server_config.py"
+    config.write_text(
+        "c.ServerApp.terminals_enabled = False\n"
+        "c.KernelProvisionerFactory.default_provisioner_name = 'hopx-provisioner'\n"
+    )
+    review = server_review(doctor("--json", "--config", str(config), env=env))
+    assert review["lockdown"]["ok"] is False
+    assert review["terminals"] == {
+        "name": "terminals",
+        "ok": True,
+        "found": "off: ServerApp.terminals_enabled is False",
+        "fix": "",
+    }
+    assert review["kernelspecs"]["ok"] is True
+    assert review["kernelspecs"]["found"].startswith("all start under Hopx: ")
+    assert "python3" in review["kernelspecs"]["found"]
+
+    config.write_text("c.ServerApp.terminals_enabled = (\n")
+    broken = doctor("--json", "--config", str(config), env=env)
+    assert broken.returncode == 0
+    (problem,) = json.loads(broken.stdout)["server"]["checks"]
+    assert problem["name"] == "server config"
+    assert problem["ok"] is False
+    assert problem["found"].startswith("cannot be read: SyntaxError")
+
+
+def test_doctor_warnings_leave_a_failing_exit_status_as_it_is(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """With a host check failing, the exit status stays 1 and the review is still there."""
+    result = doctor("--json", "--bwrap", "/nonexistent/bwrap", env=server_env(tmp_path))
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["can_start"] is False
+    assert server_review(result)["lockdown"]["ok"] is False
