@@ -49,13 +49,17 @@ def lab(
     server_args: list[str],
 ) -> Server:
     """A Jupyter server (with JupyterLab, started with `server_args`) whose Lab has no news
-    pop-up, fresh workspaces and the given theme."""
+    pop-up, fresh workspaces, every notebook cell rendered and the given theme."""
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
     (settings / "themes.jupyterlab-settings").write_text(json.dumps({"theme": theme}))
+    # Every cell rendered, not only those in view: tests look at outputs anywhere in a notebook.
+    notebook = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
+    notebook.mkdir(parents=True)
+    (notebook / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "lab-settings"))
     monkeypatch.setenv("JUPYTERLAB_WORKSPACES_DIR", str(tmp_path / "lab-workspaces"))
     server: Server = request.getfixturevalue("server")

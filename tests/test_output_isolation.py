@@ -318,3 +318,140 @@ def test_hopx_outputs_cannot_act_in_the_browser_but_stock_ones_can(
     # Loads without script, and a form submitted to the other origin (it navigates the page).
     assert wait_until(lambda: {"img", "css-url", "form"} <= exfiltration.vectors(), 30)
     stock.close()
+
+
+# One cell per kind of output people use; each renders, natively or in its frame.
+USABILITY_CELLS = [
+    # matplotlib, PNG (the inline backend's default) and SVG
+    "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [3, 1, 2])\nplt.show()",
+    "from matplotlib_inline.backend_inline import set_matplotlib_formats\n"
+    "set_matplotlib_formats('svg')\nplt.plot([1, 2, 3], [1, 3, 2])\nplt.show()",
+    "import pandas as pd\npd.DataFrame({'city': ['Oslo', 'Lima'], 'people': [709037, 10092000]})",
+    "from IPython.display import HTML, Image, Latex, Markdown, display\n"
+    "display(HTML('<b class=\"greeting\">Hello from HTML</b>'))\n"
+    "display(Markdown('## A heading\\n\\nSome *emphasis* and $e^{i\\\\pi} + 1 = 0$'))\n"
+    "display(Latex(r'$$\\int_0^1 x^2 \\, dx = \\frac{1}{3}$$'))\n"
+    "import base64\n"
+    "display(Image(data=base64.b64decode("
+    "'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=='"
+    ")))",
+    "print('\\x1b[31mred\\x1b[0m and plain')",
+    "import plotly.express as px\npx.bar(x=['a', 'b', 'c'], y=[1, 3, 2])",
+    "import altair as alt\n"
+    "alt.Chart(pd.DataFrame({'x': ['a', 'b'], 'y': [1, 3]})).mark_bar().encode(x='x', y='y')",
+    "import ipywidgets as widgets\n"
+    "slider = widgets.IntSlider(value=3, min=0, max=10, description='n')\n"
+    "squares = widgets.Output()\n"
+    "def show(change):\n"
+    "    squares.clear_output(wait=True)\n"
+    "    with squares:\n"
+    "        print('square', change['new'] ** 2)\n"
+    "slider.observe(show, names='value')\n"
+    "show({'new': slider.value})\n"
+    "display(slider, squares)",
+    "print('the kernel has', slider.value)",
+    "1 / 0",
+]
+
+
+def run_all_cells(page: Page) -> None:
+    page.locator(".lm-MenuBar-itemLabel").get_by_text("Run", exact=True).click()
+    page.locator(".lm-Menu-itemLabel").get_by_text("Run All Cells", exact=True).click()
+
+
+def frame_with(page: Page, selector: str, timeout: float = 30) -> Frame:
+    """The first frame of `page` whose document has an element matching `selector`."""
+
+    def find() -> Frame | None:
+        for frame in page.frames[1:]:
+            try:
+                if frame.evaluate(f"!!document.querySelector({json.dumps(selector)})"):
+                    return frame
+            except Exception:  # noqa: S112 - a frame being replaced: look again
+                continue
+        return None
+
+    found = wait_until(find, timeout)
+    assert found, f"no output frame shows {selector}"
+    return found  # type: ignore[no-any-return]
+
+
+def frame_height(page: Page, frame: Frame) -> float:
+    """The height the page gave `frame`'s outer iframe (px)."""
+    outer = frame.parent_frame
+    assert outer is not None
+    element = outer.frame_element()
+    return float(element.evaluate("e => e.getBoundingClientRect().height"))
+
+
+@pytest.mark.parametrize("theme", ["JupyterLab Light", "JupyterLab Dark"])
+def test_what_people_display_renders_in_its_frames(
+    lab: Server, browser: Browser, make_kernelspec: Callable[..., str], theme: str
+) -> None:
+    make_kernelspec("hopx-lab", memory_limit="1G")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "hopx-lab", "display_name": "Hopx", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(code) for code in USABILITY_CELLS]
+    nbformat.write(nb, lab.root / "notebooks" / "outputs.ipynb")
+    dark = "Dark" in theme
+    page = open_notebook(browser, lab, "notebooks/outputs.ipynb", f"outputs-{dark}")
+    run_all_cells(page)
+    # Run All stops at an error: the traceback is the last cell's.
+    expect(page.locator(".jp-Notebook .jp-Cell").last).to_contain_text(
+        "ZeroDivisionError", timeout=90_000
+    )
+    cells = page.locator(".jp-Notebook .jp-Cell")
+
+    # Inert kinds stay JupyterLab's own: PNG images, ANSI colours, tracebacks.
+    expect(cells.nth(0).locator('img[src^="data:image/png"]')).to_be_visible()
+    expect(cells.nth(4).locator(".ansi-red-fg")).to_have_text("red")
+    expect(
+        cells.nth(9).locator('[data-mime-type="application/vnd.jupyter.stderr"]')
+    ).to_contain_text("ZeroDivisionError")
+    expect(cells.nth(3).locator('img[src^="data:image/png"]')).to_have_count(1)
+
+    # The rest in frames, each as tall as what it shows.
+    svg = frame_with(page, "svg path")
+    table = frame_with(page, "table.dataframe tbody tr")
+    assert table.locator("tbody tr").count() == 2
+    assert table.locator("tbody").inner_text().count("Oslo") == 1
+    html = frame_with(page, "b.greeting")
+    markdown = frame_with(page, "h2")
+    assert "A heading" in markdown.locator("h2").inner_text()
+    assert markdown.locator(".katex").count() == 1
+    latex = frame_with(page, ".jp-RenderedLatex .katex-display")
+    plotly = frame_with(page, ".plot-container .main-svg")
+    vega = frame_with(page, ".vega-embed svg, .vega-embed canvas")
+    slider = frame_with(page, ".widget-slider")
+    squares = frame_with(page, ".widget-output")
+    expect(squares.locator(".widget-output")).to_contain_text("square 9", timeout=UI_TIMEOUT)
+    expect(cells.nth(8)).to_contain_text("the kernel has 3")
+    for frame in (svg, table, html, markdown, latex, plotly, vega, slider):
+        assert frame_height(page, frame) > 15
+    assert frame_height(page, plotly) > 300
+
+    # The slider is live: moved in its frame, the kernel follows and the output widget too.
+    slider.locator(".noUi-handle").focus()
+    slider.locator(".noUi-handle").press("ArrowRight")
+    expect(squares.locator(".widget-output")).to_contain_text("square 16", timeout=UI_TIMEOUT)
+    cells.nth(8).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    expect(cells.nth(8)).to_contain_text("the kernel has 4", timeout=UI_TIMEOUT)
+
+    # The frames follow the page's theme.
+    text_colour = page.evaluate(
+        "getComputedStyle(document.body).getPropertyValue('--jp-content-font-color1').trim()"
+    )
+    assert (
+        html.evaluate(
+            "getComputedStyle(document.documentElement).getPropertyValue('--jp-content-font-color1').trim()"
+        )
+        == text_colour
+    )
+    assert html.evaluate("getComputedStyle(document.documentElement).colorScheme") == (
+        "dark" if dark else "light"
+    )
+    for index in (2, 3, 5, 6, 7):
+        cells.nth(index).scroll_into_view_if_needed()
+        shoot(page, f"isolation-usability-{'dark' if dark else 'light'}-cell{index}")
+    page.close()

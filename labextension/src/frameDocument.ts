@@ -101,7 +101,8 @@ export function innerDocument(options: IFrameOptions): string {
     `<style>${styleText(FRAME_STYLE + styles)}</style>` +
     `<script>${REPORTER}</script>`;
   if (content.kind === 'html') {
-    return `${head}</head><body class="${BODY_CLASSES} jp-RenderedHTML">${content.html}</body></html>`;
+    const preamble = libraryPreamble(content.html, assetsUrl);
+    return `${head}${preamble}</head><body class="${BODY_CLASSES} jp-RenderedHTML">${content.html}</body></html>`;
   }
   const payload = scriptJSON({
     mimeType: content.mimeType,
@@ -115,8 +116,27 @@ export function innerDocument(options: IFrameOptions): string {
   );
 }
 
+/**
+ * Altair's HTML output loads Vega, Vega-Lite and vega-embed from a CDN, which the frame's
+ * policy refuses, unless its `VEGA_DEBUG` says the versions it asks for are loaded already.
+ * They are then this extension's own copy, which the frame loads first.
+ */
+export function libraryPreamble(html: string, assetsUrl: string): string {
+  const versions: Record<string, string> = {};
+  for (const [, lib, version] of html.matchAll(/maybeLoadScript\("(vega|vega-lite|vega-embed)", "([\w.-]+)"\)/g)) {
+    versions[`${lib.replace('-', '')}_version`] = version;
+  }
+  if (Object.keys(versions).length === 0) {
+    return '';
+  }
+  return (
+    `<script src="${escapeAttribute(assetsUrl)}vega.js"></script>` +
+    `<script>var VEGA_DEBUG = ${scriptJSON(versions)};</script>`
+  );
+}
+
 /** The body carries JupyterLab's classes, so the page's own output rules apply inside. */
-const BODY_CLASSES = 'hopx-frame jp-RenderedHTMLCommon';
+const BODY_CLASSES = 'hopx-frame jp-OutputArea-output jp-RenderedHTMLCommon';
 
 /**
  * The frame's own layout: the body is exactly as tall as its content (that height is what the
