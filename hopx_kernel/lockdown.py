@@ -108,8 +108,9 @@ class HopxLockdown(Configurable):
     @validate("content_security_policy")
     def _valid_policy(self, proposal: dict[str, Any]) -> str:
         policy = str(proposal["value"])
-        if "\n" in policy or "\r" in policy:
-            problem = "must be one line"
+        # tornado refuses other characters in a header, and the page would go without any.
+        if not all(" " <= ch <= "~" or ch == "\t" for ch in policy):
+            problem = "must be one line of printable ASCII"
         else:
             directives = [" ".join(d.split()) for d in policy.split(";") if d.strip()]
             names = [d.partition(" ")[0] for d in directives]
@@ -282,7 +283,7 @@ def _send_policy(settings: dict[str, Any], policy: str, log: Any) -> None:
     """Send `policy` on every page: jupyter_server takes a Content-Security-Policy in its
     `headers` setting instead of its own (API responses add default-src 'none' to it, raw files
     a sandbox). Its report-uri is kept, relative to the base URL known only now."""
-    if "report-uri" not in policy and "report-to" not in policy:
+    if not {"report-uri", "report-to"} & {d.partition(" ")[0] for d in policy.split("; ")}:
         report_uri = settings.get("csp_report_uri") or url_path_join(
             settings["base_url"], csp_report_uri
         )

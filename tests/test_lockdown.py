@@ -115,16 +115,36 @@ def test_refusal_message_says_what_why_and_what_instead() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "   ", "default-src 'self'\nX-Injected: 1", "img-src 'self'", "'self'; nonsense"]
+    "bad",
+    [
+        "",
+        "   ",
+        "default-src 'self'\nX-Injected: 1",
+        "default-src 'self'\x01",
+        "default-src 'sélf'",
+        "img-src 'self'",
+        "'self'; nonsense",
+    ],
 )
 def test_a_bad_content_security_policy_is_refused_with_an_example(bad: str) -> None:
-    """Empty, multi-line, without default-src (so anything it does not name is allowed), or not
-    made of directives: refused, naming the setting and showing a valid policy."""
+    """Empty, more than one line or with characters a header cannot carry (tornado would drop
+    the header, leaving pages with no policy), without default-src (so anything it does not name
+    is allowed), or not made of directives: refused, naming the setting and showing a valid
+    policy."""
     with pytest.raises(TraitError) as refused:
         HopxLockdown(content_security_policy=bad)
     message = str(refused.value)
     assert message.startswith("HopxLockdown.content_security_policy ")
     assert "e.g. \"default-src 'self'; img-src 'self' data:\"" in message
+
+
+def test_a_content_security_policy_is_normalised() -> None:
+    assert (
+        HopxLockdown(
+            content_security_policy=" default-src  'self' ;\timg-src 'self';;"
+        ).content_security_policy
+        == "default-src 'self'; img-src 'self'"
+    )
 
 
 def test_the_default_content_security_policy_is_valid_and_allows_no_other_host() -> None:
@@ -346,23 +366,34 @@ def test_hopx_kernelspecs_endpoint(server: Server, server_args: list[str]) -> No
 # --- The page Content-Security-Policy -----------------------------------------------------------
 
 
+PORTAL_CSP = "default-src 'self'; frame-ancestors 'self' https://portal.example"
+
+
 @pytest.mark.parametrize(
     "server_args",
-    [LOCKDOWN, [*LOCKDOWN, "--ServerApp.base_url=/user/alice/"], []],
-    ids=["lockdown", "lockdown-base-url", "no-lockdown"],
+    [
+        LOCKDOWN,
+        [*LOCKDOWN, "--ServerApp.base_url=/user/alice/"],
+        [*LOCKDOWN, f"--HopxLockdown.content_security_policy={PORTAL_CSP}"],
+        [],
+    ],
+    ids=["lockdown", "lockdown-base-url", "lockdown-own-policy", "no-lockdown"],
 )
 def test_content_security_policy_on_jupyterlab_pages(
     server: Server, server_args: list[str]
 ) -> None:
-    """JupyterLab's pages carry lockdown's policy, with jupyter_server's violation reports going
-    to this server under its base URL; files served raw keep jupyter_server's sandbox."""
+    """JupyterLab's pages carry lockdown's policy (or the one configured instead), with
+    jupyter_server's violation reports going to this server under its base URL; files served
+    raw keep jupyter_server's sandbox."""
     base = "/user/alice/" if "--ServerApp.base_url=/user/alice/" in server_args else "/"
+    own = any(a.startswith("--HopxLockdown.content_security_policy=") for a in server_args)
+    policy = PORTAL_CSP if own else LOCKDOWN_CSP
     for path in ("/lab", "/lab/tree/notebooks", "/lab/workspaces/x"):
         page = server.api("GET", path)
         assert page.status_code == 200, (path, page.status_code)
         csp = page.headers["Content-Security-Policy"]
         if in_lockdown(server_args):
-            assert csp == f"{LOCKDOWN_CSP}; report-uri {base}api/security/csp-report", path
+            assert csp == f"{policy}; report-uri {base}api/security/csp-report", path
         else:
             assert csp == STOCK_CSP, path
     raw = server.api("GET", "/files/notebooks/data.txt")
@@ -555,6 +586,7 @@ def test_jupyterlab_works_and_loads_nothing_remote_in_lockdown(
         return found
 
     blocked_image = {"directive": "img-src", "blocked": f"{remote}/pixel.png"}
+    page_config = json.loads(page.locator("#jupyter-config-data").text_content() or "{}")
     if in_lockdown(server_args):
         assert wait_until(lambda: blocked_image in violations(), 30), violations()
         shoot(page, "lockdown-01-remote-image-blocked")
@@ -563,11 +595,16 @@ def test_jupyterlab_works_and_loads_nothing_remote_in_lockdown(
         csp_console = [m for m in console if "Content Security Policy" in m]
         assert len(csp_console) == 1, csp_console
         assert f"{remote}/pixel.png" in csp_console[0]
+        # The violation is reported to the server, which logs it.
+        assert wait_until(lambda: "Content security violation" in lab.log(), 30)
+        assert f"{remote}/pixel.png" in lab.log()
+        assert page_config["terminalsAvailable"] is False
     else:
         assert wait_until(lambda: requested, 30)
         shoot(page, "lockdown-02-remote-image-without-lockdown")
         assert requested[0] == "/pixel.png"
         assert violations() == []
+        assert page_config["terminalsAvailable"] is True
     context.close()
 
 
@@ -610,3 +647,78 @@ def test_jupyterlab_offers_only_hopx_kernels_and_shows_a_refusal_in_full(
     shoot(page, "lockdown-04-refusal-dialog")
     assert lab.api("GET", "/api/kernels").json() == []
     page.close()
+
+
+RICH_OUTPUTS = r"""
+import struct, zlib
+from IPython.display import HTML, JSON, SVG, Image, Latex, display
+
+def png(width, height):
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+display(Image(png(20, 10)))
+display(HTML("<b>bold</b> <i>html</i>"))
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20">'
+            '<circle cx="10" cy="10" r="8"/></svg>'))
+display(Latex(r"$\alpha^2 + \beta$"))
+display(JSON({"a": 1}))
+print("done")
+"""
+
+
+@with_and_without_lockdown
+def test_jupyterlab_launcher_rich_outputs_and_panel_under_lockdown(
+    lab: Server, browser: Browser, server_args: list[str], make_kernelspec: Callable[..., str]
+) -> None:
+    """Under lockdown JupyterLab's launcher offers no terminal (without lockdown it does); a cell
+    displaying an image, HTML, SVG, LaTeX and JSON, Markdown with math, and the Sandboxes panel
+    all work without a single policy violation, in the page or in any frame."""
+    make_kernelspec("hopx-lab")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "hopx-lab", "display_name": "Hopx", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell(RICH_OUTPUTS),
+        nbformat.v4.new_markdown_cell("Math $x^2$ and **bold**"),
+    ]
+    nbformat.write(nb, lab.root / "notebooks" / "rich.ipynb")
+    console: list[str] = []
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(VIOLATIONS)
+
+    def keep(message: ConsoleMessage) -> None:
+        console.append(message.text)
+
+    context.on("console", keep)
+    page = context.new_page()
+    page.goto(f"{lab.url}/lab/workspaces/launcher?reset&token={lab.token}")
+    cards = page.locator(".jp-LauncherCard")
+    expect(cards.first).to_be_visible(timeout=60_000)
+    has_terminal = any("Terminal" in card for card in cards.all_inner_texts())
+    assert has_terminal is not in_lockdown(server_args)
+    if not in_lockdown(server_args):
+        context.close()
+        return
+
+    page.goto(f"{lab.url}/lab/workspaces/rich/tree/notebooks/rich.ipynb?reset&token={lab.token}")
+    expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+    expect(
+        page.locator('.jp-NotebookPanel .jp-DebuggerBugButton[aria-disabled="false"]')
+    ).to_have_count(1, timeout=60_000)
+    run_first_cell(page)
+    expect(page.locator(".jp-OutputArea-output", has_text="done")).to_have_count(
+        1, timeout=UI_TIMEOUT
+    )
+    page.locator('.jp-SideBar [data-id="hopx-sandboxes"]').click()
+    expect(page.locator(".hopx-SandboxCard")).to_contain_text("rich.ipynb", timeout=UI_TIMEOUT)
+    page.wait_for_timeout(2000)  # late loads (fonts, MathJax) would show by now
+    shoot(page, "lockdown-05-rich-outputs")
+    assert page.evaluate("window.__cspViolations") == []
+    assert [m for m in console if "Content Security Policy" in m] == []
+    assert "Content security violation" not in lab.log()
+    context.close()
