@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -215,7 +216,7 @@ def frames_marked(page: Page, attribute: str) -> list[Frame]:
     return marked
 
 
-def assert_contained(page: Page) -> None:
+def assert_contained(page: Page, tags: tuple[str, ...] = ("html", "js", "svg", "iso")) -> None:
     """No attack script ran in the page itself, and each that ran is in a frame that cannot
     reach the page's document."""
     ran_here = page.evaluate(
@@ -223,7 +224,7 @@ def assert_contained(page: Page) -> None:
         "a => a.name.startsWith('data-hopx-attack'))"
     )
     assert not ran_here, "an attack script ran in the page itself"
-    for tag in ("html", "js", "svg", "iso"):
+    for tag in tags:
         for frame in frames_marked(page, f"data-hopx-attack-{tag}"):
             reaches_page = frame.evaluate(
                 "(() => { try { return !!window.top.document.body; }"
@@ -454,4 +455,82 @@ def test_what_people_display_renders_in_its_frames(
     for index in (2, 3, 5, 6, 7):
         cells.nth(index).scroll_into_view_if_needed()
         shoot(page, f"isolation-usability-{'dark' if dark else 'light'}-cell{index}")
+    page.close()
+
+
+def palette(page: Page, command: str) -> None:
+    """Runs a command by its label from JupyterLab's command palette."""
+    page.keyboard.press("Control+Shift+c")
+    page.locator(".lm-CommandPalette-input").fill(command)
+    page.locator(".lm-CommandPalette-item", has_text=command).first.click()
+
+
+def test_consoles_output_views_and_the_log_console_are_contained(
+    lab: Server,
+    browser: Browser,
+    make_kernelspec: Callable[..., str],
+    exfiltration: Exfiltration,
+) -> None:
+    """The other places a Hopx output shows: "Create New View for Cell Output" (from a right
+    click in the output frame), a console on the
+    kernel, and the log console. Each runs its
+    script in a frame that cannot reach the page, and nothing reaches another origin."""
+    make_kernelspec("hopx-lab")
+    (lab.root / "notebooks" / VICTIM).write_text(VICTIM_TEXT)
+    logconsole = Path(os.environ["JUPYTERLAB_SETTINGS_DIR"], "@jupyterlab", "logconsole-extension")
+    logconsole.mkdir(parents=True)
+    (logconsole / "plugin.jupyterlab-settings").write_text(json.dumps({"defaultLogLevel": "info"}))
+    attacker = exfiltration.url
+    script = {tag: attack_script(lab, attacker, tag) for tag in ("view", "console", "log")}
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "hopx-lab", "display_name": "Hopx", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from IPython.display import HTML, display\n"
+            f"display(HTML({json.dumps('<b>view</b><script>' + script['view'] + '</script>')}))"
+        ),
+        nbformat.v4.new_code_cell(
+            f"display(HTML({json.dumps('<b>log</b><script>' + script['log'] + '</script>')}))"
+        ),
+    ]
+    nbformat.write(nb, lab.root / "notebooks" / "places.ipynb")
+    page = open_notebook(browser, lab, "notebooks/places.ipynb", "places")
+    before = page_state(lab, page)
+
+    # A second view of an output renders it again, in frames of its own.
+    run_cell(page, 0, "")
+    assert wait_until(lambda: len(frames_marked(page, "data-hopx-attack-view")) == 1, 30)
+    page.locator(".jp-Notebook .jp-Cell").nth(0).locator(".jp-OutputArea-output").first.click(
+        button="right"
+    )
+    page.locator(".lm-Menu-itemLabel", has_text="Create New View for Cell Output").click()
+    assert wait_until(lambda: len(frames_marked(page, "data-hopx-attack-view")) == 2, 30)
+
+    # The log console, at the "info" level, shows every output again, as it arrives.
+    palette(page, "Show Log Console")
+    log = page.locator(".jp-LogConsolePanel")
+    expect(log).to_be_visible(timeout=UI_TIMEOUT)
+    page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    expect(log.locator(".hopx-OutputFrame")).to_have_count(2, timeout=UI_TIMEOUT)  # both cells
+    # Marked twice: the cell's frame and the log console's.
+    assert wait_until(lambda: len(frames_marked(page, "data-hopx-attack-log")) == 2, 30)
+
+    # A console on the notebook's kernel.
+    page.locator(".jp-Notebook .jp-Cell").nth(0).click()
+    palette(page, "New Console for Notebook")
+    prompt = page.locator(".jp-CodeConsole-promptCell .jp-InputArea-editor")
+    expect(prompt).to_be_visible(timeout=UI_TIMEOUT)
+    prompt.click()
+    page.keyboard.type(f"display(HTML({json.dumps('<script>' + script['console'] + '</script>')}))")
+    page.keyboard.press("Shift+Enter")
+    assert wait_until(lambda: frames_marked(page, "data-hopx-attack-console"), 30)
+
+    page.wait_for_timeout(3000)
+    shoot(page, "isolation-04-view-log-console")
+    assert exfiltration.paths == [], f"a Hopx output reached another origin: {exfiltration.paths}"
+    assert {k: v for k, v in page_state(lab, page).items() if k != "url"} == {
+        k: v for k, v in before.items() if k != "url"
+    }
+    assert_contained(page, ("view", "log", "console"))
     page.close()

@@ -19,6 +19,15 @@ export interface IFrameSizeMessage {
   height: number;
 }
 
+/** A press or right click in a frame, at the frame's own coordinates. */
+export interface IFrameMouseMessage {
+  hopx: 'mouse';
+  type: 'mousedown' | 'contextmenu';
+  button: number;
+  x: number;
+  y: number;
+}
+
 /** Messages the page posts to an inner frame. */
 export interface IFrameThemeMessage {
   hopx: 'theme';
@@ -164,6 +173,13 @@ const REPORTER = `(function () {
   var observer = new ResizeObserver(report);
   document.addEventListener('DOMContentLoaded', function () { observer.observe(document.body); report(); });
   window.addEventListener('load', report);
+  // A press selects the output's cell, and a right click opens JupyterLab's own context menu
+  // ("Create New View for Cell Output", ...), as they do on outputs in the page.
+  function forward(event) {
+    window.top.postMessage({ hopx: 'mouse', type: event.type, button: event.button, x: event.clientX, y: event.clientY }, '*');
+  }
+  document.addEventListener('mousedown', forward, true);
+  document.addEventListener('contextmenu', function (event) { event.preventDefault(); forward(event); });
   window.addEventListener('message', function (event) {
     var data = event.data;
     if (event.source !== window.top || !data || data.hopx !== 'theme') { return; }
@@ -260,6 +276,22 @@ export function parseCommSend(data: unknown): ICommSend | null {
     return null;
   }
   return { comm_id, msg_id, data: data.data, metadata: metadata ?? {}, buffers: binary };
+}
+
+/** The press or right click a frame reports, or null for anything else. */
+export function parseMouseMessage(data: unknown): IFrameMouseMessage | null {
+  if (!isPlainObject(data) || data.hopx !== 'mouse') {
+    return null;
+  }
+  const { type, button, x, y } = data;
+  if (type !== 'mousedown' && type !== 'contextmenu') {
+    return null;
+  }
+  const numbers = [button, x, y];
+  if (!numbers.every(n => typeof n === 'number' && Number.isFinite(n))) {
+    return null;
+  }
+  return { hopx: 'mouse', type, button: button as number, x: x as number, y: y as number };
 }
 
 /** The size message a frame may send, or null for anything else. */

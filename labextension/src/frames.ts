@@ -10,10 +10,12 @@ import { Widget } from '@lumino/widgets';
 
 import {
   FrameContent,
+  IFrameMouseMessage,
   IFrameThemeMessage,
   innerDocument,
   outerDocument,
   parseCommSend,
+  parseMouseMessage,
   parseSizeMessage
 } from './frameDocument';
 import type { IOutputSource } from './isolation';
@@ -159,6 +161,11 @@ export class OutputFrame extends Widget implements IRenderMime.IRenderer {
       }
       return;
     }
+    const mouse = parseMouseMessage(data);
+    if (mouse) {
+      this._replayMouse(mouse);
+      return;
+    }
     const send = this._mimeType === WIDGET_VIEW ? parseCommSend(data) : null;
     // Only to this notebook's kernel, and only while it is a Hopx kernel.
     const kernel = send && this._source.hopxKernel();
@@ -184,6 +191,28 @@ export class OutputFrame extends Widget implements IRenderMime.IRenderer {
     this._host.remove(this);
     this._source.sessionContext.iopubMessage.disconnect(this._forwardComm, this);
     super.dispose();
+  }
+
+  /**
+   * Replays a press or right click in the frame on the frame's element, where JupyterLab
+   * selects the cell or opens its context menu. Only right after a real user gesture (a frame
+   * cannot fake the page's user activation), and only inside the frame's own area.
+   */
+  private _replayMouse(mouse: IFrameMouseMessage): void {
+    const iframe = this._iframe;
+    if (!iframe || !navigator.userActivation?.isActive) {
+      return;
+    }
+    const rect = iframe.getBoundingClientRect();
+    iframe.dispatchEvent(
+      new MouseEvent(mouse.type, {
+        bubbles: true,
+        cancelable: true,
+        button: mouse.button === 2 ? 2 : 0,
+        clientX: rect.left + Math.min(Math.max(mouse.x, 0), rect.width),
+        clientY: rect.top + Math.min(Math.max(mouse.y, 0), rect.height)
+      })
+    );
   }
 
   /** The kernel's widget traffic, for the frame's copies of its widget models. */

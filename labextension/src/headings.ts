@@ -24,7 +24,11 @@ export function inertHeadings(registry: IRenderMimeRegistry, source: IOutputSour
       return source.isHopx() ? withoutLoads(clean) : clean;
     }
   };
-  headingRegistries.set(registry, Object.create(registry, { sanitizer: { value: sanitizer } }));
+  // The registry itself in every other respect, reads and writes alike.
+  const view = new Proxy(registry, {
+    get: (target, property) => (property === 'sanitizer' ? sanitizer : Reflect.get(target, property))
+  });
+  headingRegistries.set(registry, view);
   patchCodeCell();
 }
 

@@ -8,7 +8,6 @@ import {
 } from '@jupyterlab/application';
 import { IThemeManager } from '@jupyterlab/apputils';
 import { IConsoleTracker } from '@jupyterlab/console';
-import { ILoggerRegistry } from '@jupyterlab/logconsole';
 import {
   INotebookTracker,
   INotebookWidgetFactory,
@@ -20,7 +19,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { SandboxClient } from './api';
 import { FrameHost } from './frames';
 import { HopxKernels, NotebookSource, SessionSource } from './hopxKernels';
-import { isolateRegistry, IOutputSource } from './isolation';
+import { isolateRegistry } from './isolation';
 import { SandboxModel } from './model';
 import { CullNotifier } from './notifications';
 import { SandboxPanel } from './panel';
@@ -61,19 +60,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
 /**
  * Renders every output of a Hopx kernel in sandboxed frames: in notebooks (live, restored,
- * "Create New View for Output"), consoles and the log console.
+ * "Create New View for Output", and the log console, which renders a notebook's stray outputs
+ * with the notebook's own registry) and in consoles.
  */
 const isolation: JupyterFrontEndPlugin<void> = {
   id: 'hopx-kernel-labextension:output-isolation',
   description: 'Renders Hopx kernel outputs in sandboxed frames, away from the user session',
   autoStart: true,
   requires: [INotebookWidgetFactory],
-  optional: [IConsoleTracker, ILoggerRegistry, IThemeManager],
+  optional: [IConsoleTracker, IThemeManager],
   activate: async (
     app: JupyterFrontEnd,
     notebookFactory: NotebookWidgetFactory.IFactory,
     consoles: IConsoleTracker | null,
-    loggers: ILoggerRegistry | null,
     themes: IThemeManager | null
   ) => {
     const services = app.serviceManager;
@@ -86,35 +85,12 @@ const isolation: JupyterFrontEndPlugin<void> = {
 
     // Before the notebook's content loads: restored outputs are isolated too.
     notebookFactory.widgetCreated.connect((_, panel: NotebookPanel) => {
-      const source = new NotebookSource(panel, kernels);
-      isolateRegistry(panel.content.rendermime, source, host);
-      if (loggers) {
-        isolateLogs(loggers, panel, source, host);
-      }
+      isolateRegistry(panel.content.rendermime, new NotebookSource(panel, kernels), host);
     });
     consoles?.widgetAdded.connect((_, panel) => {
       isolateRegistry(panel.console.rendermime, new SessionSource(panel.sessionContext, kernels), host);
     });
   }
 };
-
-/** The log console shows a notebook's stray outputs with a registry of its own per notebook. */
-function isolateLogs(
-  loggers: ILoggerRegistry,
-  panel: NotebookPanel,
-  source: IOutputSource,
-  host: FrameHost
-): void {
-  const isolate = (path: string) => {
-    const logger = loggers.getLogger(path);
-    if (logger.rendermime) {
-      const registry = logger.rendermime.clone();
-      isolateRegistry(registry, source, host);
-      logger.rendermime = registry;
-    }
-  };
-  isolate(panel.context.path);
-  panel.context.pathChanged.connect((_, path) => isolate(path));
-}
 
 export default [plugin, isolation];
