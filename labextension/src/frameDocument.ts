@@ -56,23 +56,30 @@ export interface IFrameOptions {
   light: boolean;
   /** The page's own rules for rendered outputs (tables, code, headings), as CSS text. */
   styles: string;
+  /** A fresh random value for this frame's policy: only the bootstrap carries it. */
+  nonce: string;
 }
 
 /**
- * The frames' policy. Script may run (it is what makes charts interactive), but only inline or
- * from this extension's own static files; images, media and fonts only from the output's own
- * data; no connection, frame, worker, form or plugin at all.
+ * The frames' policy. Script may run (it is what makes charts interactive), but only the frame's
+ * own bootstrap (by its nonce), what that bootstrap evaluates, and this extension's static
+ * files; images, media and fonts only from the output's own data; no connection, frame, worker,
+ * form or plugin at all.
+ *
+ * No 'unsafe-inline' for scripts: a frame nested in the output (`<iframe srcdoc>`) inherits this
+ * policy, so no script runs there, in a realm the bootstrap has not cleaned (below). Inline
+ * event handlers and `javascript:` URLs do not run either.
  *
  * Both frames carry it: an srcdoc frame inherits its parent's policy and adds its own, so the
  * outer one must admit what the inner one runs. Its `frame-src 'none'` still admits the inner
  * frame (an srcdoc document is not fetched) while refusing every navigation of it: location
  * changes, `<meta refresh>`, links and forms.
  */
-export function framePolicy(assetsUrl: string): string {
+export function framePolicy(assetsUrl: string, nonce: string): string {
   const assets = cspSource(assetsUrl);
   return [
     "default-src 'none'",
-    `script-src 'unsafe-inline' 'unsafe-eval' ${assets}`,
+    `script-src 'nonce-${nonce}' 'unsafe-eval' ${assets}`,
     `style-src 'unsafe-inline' ${assets}`,
     'img-src data: blob:',
     'media-src data: blob:',
@@ -89,10 +96,10 @@ export function framePolicy(assetsUrl: string): string {
 }
 
 /** The outer frame's document: the inner frame filling it, nothing else. */
-export function outerDocument(inner: string, assetsUrl: string): string {
+export function outerDocument(inner: string, assetsUrl: string, nonce: string): string {
   return (
     '<!DOCTYPE html><html><head><meta charset="utf-8">' +
-    `<meta http-equiv="Content-Security-Policy" content="${escapeAttribute(framePolicy(assetsUrl))}">` +
+    `<meta http-equiv="Content-Security-Policy" content="${escapeAttribute(framePolicy(assetsUrl, nonce))}">` +
     '<style>html,body{margin:0;padding:0;height:100%;overflow:hidden;background:transparent}' +
     'iframe{display:block;border:0;width:100%;height:100%}</style></head><body>' +
     `<iframe sandbox="allow-scripts" srcdoc="${escapeAttribute(inner)}"></iframe>` +
@@ -100,18 +107,25 @@ export function outerDocument(inner: string, assetsUrl: string): string {
   );
 }
 
-/** The inner frame's document: policy first, then theme, reporter and the content. */
+/**
+ * The inner frame's document: the policy first, then the theme and the bootstrap, then the
+ * content. HTML arrives in an inert `<template>` that the bootstrap mounts and whose scripts it
+ * runs, in order; a bundle arrives as JSON for the frame runtime.
+ */
 export function innerDocument(options: IFrameOptions): string {
-  const { content, assetsUrl, variables, light, styles } = options;
+  const { content, assetsUrl, variables, light, styles, nonce } = options;
   const head =
     '<!DOCTYPE html><html><head><meta charset="utf-8">' +
-    `<meta http-equiv="Content-Security-Policy" content="${escapeAttribute(framePolicy(assetsUrl))}">` +
+    `<meta http-equiv="Content-Security-Policy" content="${escapeAttribute(framePolicy(assetsUrl, nonce))}">` +
     `<style id="hopx-theme">${themeRule(variables, light)}</style>` +
     `<style>${styleText(FRAME_STYLE + styles)}</style>` +
-    `<script>${REPORTER}</script>`;
+    `<script nonce="${nonce}">(${frameBootstrap.toString()})(${themeRule.toString()});</script>`;
   if (content.kind === 'html') {
-    const preamble = libraryPreamble(content.html, assetsUrl);
-    return `${head}${preamble}</head><body class="${BODY_CLASSES} jp-RenderedHTML">${content.html}</body></html>`;
+    const preamble = libraryPreamble(content.html, assetsUrl, nonce);
+    return (
+      `${head}${preamble}</head><body class="${BODY_CLASSES} jp-RenderedHTML">` +
+      `<template id="hopx-content">${content.html}</template></body></html>`
+    );
   }
   const payload = scriptJSON({
     mimeType: content.mimeType,
@@ -130,7 +144,7 @@ export function innerDocument(options: IFrameOptions): string {
  * policy refuses, unless its `VEGA_DEBUG` says the versions it asks for are loaded already.
  * They are then this extension's own copy, which the frame loads first.
  */
-export function libraryPreamble(html: string, assetsUrl: string): string {
+export function libraryPreamble(html: string, assetsUrl: string, nonce: string): string {
   const versions: Record<string, string> = {};
   for (const [, lib, version] of html.matchAll(/maybeLoadScript\("(vega|vega-lite|vega-embed)", "([\w.-]+)"\)/g)) {
     versions[`${lib.replace('-', '')}_version`] = version;
@@ -140,7 +154,7 @@ export function libraryPreamble(html: string, assetsUrl: string): string {
   }
   return (
     `<script src="${escapeAttribute(assetsUrl)}vega.js"></script>` +
-    `<script>var VEGA_DEBUG = ${scriptJSON(versions)};</script>`
+    `<script nonce="${nonce}">var VEGA_DEBUG = ${scriptJSON(versions)};</script>`
   );
 }
 
@@ -158,56 +172,124 @@ const FRAME_STYLE =
   'font-size:var(--jp-content-font-size1);background:transparent}';
 
 /**
- * Runs first in every inner frame: reports the content's height to the page whenever it
- * changes, and applies theme changes the page sends. The page trusts nothing in these
- * messages but a bounded height, and only from the frame it made.
+ * Runs first in every inner frame, before anything of the output; serialized into the frame,
+ * so it uses nothing from outside itself. It
+ * - removes WebRTC, the one way out a Content-Security-Policy does not govern (a peer
+ *   connection sends packets to any host it is given); no other realm can bring it back,
+ *   since no script runs in frames nested in this one;
+ * - removes the policy's element and itself, so the output never reads the nonce;
+ * - reports the content's height to the page whenever it changes (also by timer: a frame out
+ *   of view gets no ResizeObserver callbacks), and applies the theme the page sends;
+ * - forwards presses and right clicks, for JupyterLab to select the cell or open its menu;
+ * - mounts the output's HTML without its frames, plugins, refreshes and connection hints (the
+ *   policy refuses their requests, but the browser would still look the host up), and runs its
+ *   scripts in order, as the page would have.
  */
-const REPORTER = `(function () {
-  var last = -1;
-  function report() {
-    var body = document.body;
-    if (!body) { return; }
-    var height = Math.ceil(body.getBoundingClientRect().height);
-    if (height !== last) { last = height; window.top.postMessage({ hopx: 'size', height: height }, '*'); }
+export function frameBootstrap(themeRule: (variables: Record<string, string>, light: boolean) => string): void {
+  const global = window as unknown as Record<string, unknown>;
+  for (const name of ['RTCPeerConnection', 'webkitRTCPeerConnection']) {
+    delete global[name];
   }
-  var observer = new ResizeObserver(report);
-  document.addEventListener('DOMContentLoaded', function () { observer.observe(document.body); report(); });
-  window.addEventListener('load', report);
-  // A press selects the output's cell, and a right click opens JupyterLab's own context menu
-  // ("Create New View for Cell Output", ...), as they do on outputs in the page.
-  function forward(event) {
-    window.top.postMessage({ hopx: 'mouse', type: event.type, button: event.button, x: event.clientX, y: event.clientY }, '*');
-  }
-  document.addEventListener('mousedown', forward, true);
-  document.addEventListener('contextmenu', function (event) { event.preventDefault(); forward(event); });
-  window.addEventListener('message', function (event) {
-    var data = event.data;
-    if (event.source !== window.top || !data || data.hopx !== 'theme') { return; }
-    var style = document.getElementById('hopx-theme');
-    if (style) { style.textContent = window.hopxThemeRule(data.variables, data.light); }
-  });
-  window.hopxThemeRule = ${themeRuleSource()};
-})();`;
+  document.querySelector('meta[http-equiv="Content-Security-Policy"]')?.remove();
+  document.currentScript?.remove();
 
-/** The `:root` rule carrying the page's theme variables into a frame. */
-export function themeRule(variables: Record<string, string>, light: boolean): string {
-  return themeRuleImpl(variables, light);
+  let last = -1;
+  const report = (): void => {
+    const height = document.body ? Math.ceil(document.body.getBoundingClientRect().height) : -1;
+    if (height >= 0 && height !== last) {
+      last = height;
+      window.top?.postMessage({ hopx: 'size', height }, '*');
+    }
+  };
+  const forward = (event: MouseEvent): void => {
+    const { type, button, clientX: x, clientY: y } = event;
+    window.top?.postMessage({ hopx: 'mouse', type, button, x, y }, '*');
+  };
+  document.addEventListener('mousedown', forward, true);
+  document.addEventListener('contextmenu', event => {
+    event.preventDefault();
+    forward(event);
+  });
+  window.addEventListener('message', event => {
+    const data = event.data as { hopx?: string; variables?: Record<string, string>; light?: boolean };
+    const style = document.getElementById('hopx-theme');
+    if (event.source === window.top && data?.hopx === 'theme' && style) {
+      style.textContent = themeRule(data.variables ?? {}, data.light !== false);
+    }
+  });
+  window.addEventListener('load', report);
+  for (const delay of [100, 300, 1000, 3000, 10000]) {
+    setTimeout(report, delay);
+  }
+
+  const executable = /^$|^(text|application)\/(java|ecma)script$/i;
+  const mount = async (template: HTMLTemplateElement): Promise<void> => {
+    const content = template.content;
+    template.remove();
+    const dropped =
+      'iframe, frame, object, embed, portal, meta, ' +
+      'link[rel~="preconnect" i], link[rel~="dns-prefetch" i], link[rel~="prefetch" i], ' +
+      'link[rel~="preload" i], link[rel~="modulepreload" i], link[rel~="prerender" i]';
+    content.querySelectorAll(dropped).forEach(element => element.remove());
+    // Scripts stay where they are, inert, and run one by one with `document.currentScript`
+    // naming them (outputs find their place in the page through it).
+    const scripts = Array.from(content.querySelectorAll('script')).filter(script =>
+      executable.test((script.getAttribute('type') ?? '').trim())
+    );
+    const types = scripts.map(script => script.getAttribute('type'));
+    scripts.forEach(script => script.setAttribute('type', 'text/hopx-inert'));
+    document.body.appendChild(content);
+    for (const [index, script] of scripts.entries()) {
+      const type = types[index];
+      if (type === null) {
+        script.removeAttribute('type');
+      } else {
+        script.setAttribute('type', type);
+      }
+      const src = script.getAttribute('src');
+      try {
+        if (src) {
+          await new Promise<void>(resolve => {
+            const element = document.createElement('script');
+            element.onload = element.onerror = () => resolve();
+            element.src = src;
+            script.after(element);
+          });
+        } else {
+          Object.defineProperty(document, 'currentScript', { configurable: true, get: () => script });
+          (0, eval)(script.textContent ?? '');
+        }
+      } catch (error) {
+        console.error(error);
+      } finally {
+        delete (document as unknown as Record<string, unknown>).currentScript;
+      }
+    }
+    report();
+  };
+  document.addEventListener('DOMContentLoaded', () => {
+    new ResizeObserver(report).observe(document.body);
+    const template = document.getElementById('hopx-content');
+    if (template instanceof HTMLTemplateElement) {
+      void mount(template);
+    }
+    report();
+  });
 }
 
-function themeRuleImpl(variables: Record<string, string>, light: boolean): string {
-  var declarations = '';
-  for (var name in variables) {
+/**
+ * The `:root` rule carrying the page's theme variables into a frame; serialized into the frame
+ * too, so a theme change is applied there exactly as here.
+ */
+export function themeRule(variables: Record<string, string>, light: boolean): string {
+  let declarations = '';
+  for (const [name, value] of Object.entries(variables)) {
     // Only well-formed custom properties with values that cannot close the rule.
-    if (/^--[a-zA-Z0-9-]+$/.test(name) && !/[{}<>;]/.test(String(variables[name]))) {
-      declarations += name + ':' + String(variables[name]) + ';';
+    if (/^--[a-zA-Z0-9-]+$/.test(name) && !/[{}<>;]/.test(String(value))) {
+      declarations += `${name}:${String(value)};`;
     }
   }
-  return ':root{' + declarations + 'color-scheme:' + (light ? 'light' : 'dark') + '}';
-}
-
-/** The same function as source, so the frame applies theme changes exactly as the page. */
-function themeRuleSource(): string {
-  return themeRuleImpl.toString();
+  return `:root{${declarations}color-scheme:${light ? 'light' : 'dark'}}`;
 }
 
 /** The CSP source expression for an absolute URL (scheme, host, port and path). */

@@ -132,12 +132,14 @@ export class OutputFrame extends Widget implements IRenderMime.IRenderer {
   }
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    const nonce = newNonce();
     const inner = innerDocument({
       content: frameContent(this._mimeType, model),
       assetsUrl: this._host.assetsUrl,
       variables: this._host.variables,
       light: this._host.light,
-      styles: this._host.styles
+      styles: this._host.styles,
+      nonce
     });
     const iframe = document.createElement('iframe');
     iframe.className = 'hopx-OutputFrame-frame';
@@ -145,7 +147,7 @@ export class OutputFrame extends Widget implements IRenderMime.IRenderer {
     iframe.setAttribute('sandbox', 'allow-scripts');
     iframe.setAttribute('title', 'Sandboxed output');
     iframe.style.height = `${this._iframe?.style.height ?? `${INITIAL_HEIGHT}px`}`;
-    iframe.srcdoc = outerDocument(inner, this._host.assetsUrl);
+    iframe.srcdoc = outerDocument(inner, this._host.assetsUrl, nonce);
     this._iframe?.remove();
     this._iframe = iframe;
     this.node.appendChild(iframe);
@@ -238,6 +240,12 @@ export function frameContent(mimeType: string, model: IRenderMime.IMimeModel): F
     return { kind: 'html', html: toHTML(data) };
   }
   return { kind: 'bundle', mimeType, data: model.data, metadata: model.metadata };
+}
+
+/** A value no output can guess: 128 random bits, base64url. */
+function newNonce(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
 /** The page's `--jp-*` theme variables with their current values. */

@@ -17,6 +17,7 @@ import {
 } from '../src/frameDocument';
 
 const ASSETS = 'http://127.0.0.1:8888/user/a/lab/extensions/hopx-kernel-labextension/static/frame/';
+const NONCE = 'n0nce_-';
 
 function directives(policy: string): Map<string, string[]> {
   return new Map(
@@ -28,7 +29,7 @@ function directives(policy: string): Map<string, string[]> {
 }
 
 test('the frame policy loads from nothing but the output and the frame assets', () => {
-  const policy = directives(framePolicy(ASSETS));
+  const policy = directives(framePolicy(ASSETS, NONCE));
   assert.deepEqual(policy.get('default-src'), ["'none'"]);
   for (const name of ['connect-src', 'frame-src', 'child-src', 'worker-src', 'object-src', 'form-action', 'base-uri']) {
     assert.deepEqual(policy.get(name), ["'none'"], name);
@@ -36,7 +37,8 @@ test('the frame policy loads from nothing but the output and the frame assets', 
   for (const name of ['img-src', 'media-src', 'font-src']) {
     assert.ok(policy.get(name)!.every(s => s === 'data:' || s === 'blob:'), name);
   }
-  assert.deepEqual(policy.get('script-src'), ["'unsafe-inline'", "'unsafe-eval'", ASSETS]);
+  // No 'unsafe-inline': only the bootstrap runs inline, by its nonce, and what it evaluates.
+  assert.deepEqual(policy.get('script-src'), [`'nonce-${NONCE}'`, "'unsafe-eval'", ASSETS]);
   assert.deepEqual(policy.get('style-src'), ["'unsafe-inline'", ASSETS]);
 });
 
@@ -47,10 +49,14 @@ test('cspSource keeps scheme, host, port and path, and nothing a policy could sp
 
 test('the policy comes before anything of the output, which cannot end it', () => {
   const html = '</head><meta http-equiv="Content-Security-Policy" content="default-src *"><p>hi</p>';
-  const doc = innerDocument({ content: { kind: 'html', html }, assetsUrl: ASSETS, variables: {}, light: true, styles: '' });
+  const doc = innerDocument({ content: { kind: 'html', html }, assetsUrl: ASSETS, variables: {}, light: true, styles: '', nonce: NONCE });
   const policyAt = doc.indexOf('http-equiv="Content-Security-Policy"');
   assert.ok(policyAt > 0 && policyAt < doc.indexOf('<p>hi</p>'));
-  assert.ok(doc.includes(escapeAttribute(framePolicy(ASSETS))));
+  // The output's HTML is inert until the bootstrap mounts it; only the bootstrap has the nonce.
+  assert.ok(doc.includes(`<template id="hopx-content">${html}</template>`));
+  assert.equal(doc.split(`nonce="${NONCE}"`).length, 2);
+  assert.ok(doc.indexOf(`nonce="${NONCE}"`) < doc.indexOf('<template'));
+  assert.ok(doc.includes(escapeAttribute(framePolicy(ASSETS, NONCE))));
 });
 
 test('a bundle cannot close its script element or open a comment', () => {
@@ -60,7 +66,8 @@ test('a bundle cannot close its script element or open a comment', () => {
     assetsUrl: ASSETS,
     variables: {},
     light: true,
-    styles: ''
+    styles: '',
+    nonce: NONCE
   });
   const json = doc.slice(doc.indexOf('id="hopx-bundle">') + 17, doc.lastIndexOf('</script>'));
   assert.ok(!json.includes('<'));
@@ -74,7 +81,8 @@ test('page styles cannot end their style element', () => {
     assetsUrl: ASSETS,
     variables: {},
     light: true,
-    styles: 'p{}</style><script>alert(1)</script>'
+    styles: 'p{}</style><script>alert(1)</script>',
+    nonce: NONCE
   });
   assert.ok(!doc.includes('</style><script>alert(1)'));
 });
@@ -94,7 +102,7 @@ test('theme variables are custom properties with values that cannot close the ru
 
 test('the outer document holds the inner one in an attribute it cannot leave', () => {
   const inner = '<p title="x">"&amp;</p>';
-  const outer = outerDocument(inner, ASSETS);
+  const outer = outerDocument(inner, ASSETS, NONCE);
   assert.ok(outer.includes(`srcdoc="${escapeAttribute(inner)}"`));
   assert.ok(!escapeAttribute(inner).includes('"'));
   assert.ok(outer.indexOf('Content-Security-Policy') < outer.indexOf('<iframe'));
@@ -143,8 +151,8 @@ test("Altair's CDN versions become the frame's own Vega, and other HTML gets not
   const altair =
     'maybeLoadScript("vega", "6").then(() => maybeLoadScript("vega-lite", "6.4.1"))' +
     '.then(() => maybeLoadScript("vega-embed", "7"))';
-  const preamble = libraryPreamble(altair, ASSETS);
+  const preamble = libraryPreamble(altair, ASSETS, NONCE);
   assert.ok(preamble.startsWith(`<script src="${ASSETS}vega.js"></script>`));
   assert.ok(preamble.includes('{"vega_version":"6","vegalite_version":"6.4.1","vegaembed_version":"7"}'));
-  assert.equal(libraryPreamble('<b>no charts</b>', ASSETS), '');
+  assert.equal(libraryPreamble('<b>no charts</b>', ASSETS, NONCE), '');
 });
