@@ -180,7 +180,7 @@ const FRAME_STYLE =
  * - removes the policy's element and itself, so the output never reads the nonce;
  * - reports the content's height to the page whenever it changes (also by timer: a frame out
  *   of view gets no ResizeObserver callbacks), and applies the theme the page sends;
- * - forwards presses and right clicks, for JupyterLab to select the cell or open its menu;
+ * - forwards right clicks, for JupyterLab to select the cell and open its context menu;
  * - mounts the output's HTML without its frames, plugins, refreshes and connection hints (the
  *   policy refuses their requests, but the browser would still look the host up), and runs its
  *   scripts in order, as the page would have.
@@ -205,7 +205,17 @@ export function frameBootstrap(themeRule: (variables: Record<string, string>, li
     const { type, button, clientX: x, clientY: y } = event;
     window.top?.postMessage({ hopx: 'mouse', type, button, x, y }, '*');
   };
-  document.addEventListener('mousedown', forward, true);
+  // Only the right button: JupyterLab focuses the notebook on a press, which would take the
+  // keyboard from whatever the user clicked in the output (a text box, a widget).
+  document.addEventListener(
+    'mousedown',
+    event => {
+      if (event.button === 2) {
+        forward(event);
+      }
+    },
+    true
+  );
   document.addEventListener('contextmenu', event => {
     event.preventDefault();
     forward(event);
