@@ -34,6 +34,9 @@ from conftest import wait_until
 from server_harness import Server
 
 VICTIM = "victim.txt"
+LOCKDOWN_PRESET = (
+    Path(__file__).parent.parent / "examples" / "lockdown" / "jupyter_server_config.py"
+)
 VICTIM_TEXT = "the user's file\n"
 
 
@@ -420,10 +423,17 @@ def frame_height(page: Page, frame: Frame) -> float:
     return float(element.evaluate("e => e.getBoundingClientRect().height"))
 
 
-@pytest.mark.parametrize("theme", ["JupyterLab Light", "JupyterLab Dark"])
+@pytest.mark.parametrize(
+    ("theme", "server_args"),
+    [("JupyterLab Light", []), ("JupyterLab Dark", [f"--config={LOCKDOWN_PRESET}"])],
+    ids=["light", "dark-lockdown"],
+)
 def test_what_people_display_renders_in_its_frames(
     lab: Server, browser: Browser, make_kernelspec: Callable[..., str], theme: str
 ) -> None:
+    """Every kind of output people display renders (in the dark theme, under lockdown's page
+    policy, which the frames inherit): the inert kinds in the page, the rest in frames as tall
+    as their content, a widget slider driving an output and the kernel both ways."""
     make_kernelspec("hopx-lab", memory_limit="1G")
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "hopx-lab", "display_name": "Hopx", "language": "python"}
