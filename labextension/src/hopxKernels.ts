@@ -44,8 +44,13 @@ export class HopxKernels {
     this._names = names;
   }
 
+  /** Whether the names are loaded; until they are, every notebook is treated as Hopx's. */
+  get known(): boolean {
+    return this._names !== null;
+  }
+
   isHopx(kernelName: string | null | undefined): boolean {
-    return !!kernelName && this._names.has(kernelName);
+    return !!kernelName && !!this._names?.has(kernelName);
   }
 
   private async _fromServer(): Promise<IKernelspecsReply | null> {
@@ -58,7 +63,7 @@ export class HopxKernels {
     }
   }
 
-  private _names = new Set<string>();
+  private _names: Set<string> | null = null;
 }
 
 /**
@@ -83,6 +88,9 @@ export class NotebookSource implements IOutputSource {
   }
 
   isHopx(): boolean {
+    if (!this._kernels.known) {
+      return true; // not known yet: isolated, rather than trusted by mistake
+    }
     const model = this._panel.model;
     const sticky = model?.getMetadata(STICKY_METADATA) as { isolate_outputs?: boolean } | undefined;
     const saved = model?.getMetadata('kernelspec') as { name?: string } | undefined;
@@ -108,7 +116,7 @@ export class SessionSource implements IOutputSource {
   ) {}
 
   isHopx(): boolean {
-    return this.hopxKernel() !== null;
+    return !this._kernels.known || this.hopxKernel() !== null;
   }
 
   hopxKernel(): Kernel.IKernelConnection | null {

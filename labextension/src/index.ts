@@ -77,9 +77,6 @@ const isolation: JupyterFrontEndPlugin<void> = {
   ) => {
     const services = app.serviceManager;
     const kernels = new HopxKernels(services.kernelspecs, services.serverSettings);
-    // Known before any notebook opens, so each output is placed once, and placed right.
-    await services.kernelspecs.ready;
-    await kernels.refresh();
     const host = new FrameHost();
     themes?.themeChanged.connect(() => host.themeChanged());
 
@@ -90,6 +87,10 @@ const isolation: JupyterFrontEndPlugin<void> = {
     consoles?.widgetAdded.connect((_, panel) => {
       isolateRegistry(panel.console.rendermime, new SessionSource(panel.sessionContext, kernels), host);
     });
+    // Known before JupyterLab opens documents (it waits for this), so each output is placed
+    // right; anything rendered sooner is isolated.
+    await services.kernelspecs.ready;
+    await kernels.refresh();
   }
 };
 
