@@ -579,3 +579,53 @@ def test_consoles_output_views_and_the_log_console_are_contained(
     }
     assert_contained(page, ("view", "log", "console"))
     page.close()
+
+
+def test_a_notebook_that_left_its_hopx_kernel_keeps_its_outputs_isolated(
+    lab: Server,
+    browser: Browser,
+    make_kernelspec: Callable[..., str],
+    exfiltration: Exfiltration,
+) -> None:
+    """A notebook switched from a Hopx kernel to the stock one still holds the Hopx kernel's
+    outputs: saved and reopened, they render in frames, not in the page."""
+    make_kernelspec("hopx-lab")
+    (lab.root / "notebooks" / VICTIM).write_text(VICTIM_TEXT)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "hopx-lab", "display_name": "Hopx", "language": "python"}
+    cell = nbformat.v4.new_code_cell("# output of a Hopx kernel")
+    script = attack_script(lab, exfiltration, "moved")
+    cell.outputs = [
+        nbformat.v4.new_output(
+            "display_data", data={"text/html": f"<b>moved</b><script>{script}</script>"}
+        )
+    ]
+    nb.cells = [cell]
+    path = lab.root / "notebooks" / "moved.ipynb"
+    nbformat.write(nb, path)
+    page = open_notebook(browser, lab, "notebooks/moved.ipynb", "moved")
+    assert wait_until(lambda: frames_marked(page, "data-hopx-attack-moved"), 30)
+
+    page.locator(".jp-NotebookPanel-toolbar .jp-KernelName").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator("select").select_option(label="Python 3 (ipykernel)")
+    dialog.locator("button.jp-mod-accept").click()
+    expect(page.locator(".jp-NotebookPanel-toolbar .jp-KernelName")).to_contain_text(
+        "ipykernel", timeout=UI_TIMEOUT
+    )
+    page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="save"] button').click()
+    assert wait_until(
+        lambda: nbformat.read(path, as_version=4).metadata.get("hopx") == {"isolate_outputs": True},
+        30,
+    )
+    assert nbformat.read(path, as_version=4).metadata["kernelspec"]["name"] == "python3"
+    page.close()
+
+    reopened = open_notebook(browser, lab, "notebooks/moved.ipynb", "moved-again")
+    assert wait_until(lambda: frames_marked(reopened, "data-hopx-attack-moved"), 30)
+    reopened.wait_for_timeout(2000)
+    assert exfiltration.paths == [], (
+        f"a moved Hopx output reached another origin: {exfiltration.paths}"
+    )
+    assert_contained(reopened, ("moved",))
+    reopened.close()
