@@ -6,6 +6,7 @@ JSON with a description of the machine.
 
     python -m benchmarks [--runs 20] [--round-trips 300] [--json results.json]
     python -m benchmarks --quick      # the smoke version CI runs: does the harness work?
+    python -m benchmarks --render [--renders 10] [--quick]   # rendering in the browser
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from benchmarks import batches, measures, memory
+from benchmarks import batches, measures, memory, render
 from benchmarks.kernels import HOPX, STOCK, STOCK_CURVE, kernelspecs
 from benchmarks.stats import Metric, Samples, breakdown, summary, table
 
@@ -180,6 +181,45 @@ def memory_table(figures: dict[str, float]) -> str:
     )
 
 
+def write_json(path: str, report: dict[str, Any], samples: Samples) -> None:
+    with open(path, "w") as f:
+        json.dump(
+            {**report, "samples": {f"{m}|{k}": v for (m, k), v in samples.values.items()}},
+            f,
+            indent=2,
+            ensure_ascii=False,
+        )
+
+
+def main_render(renders: int, json_path: str) -> int:
+    """The rendering benchmark alone: it needs Chromium and JupyterLab, not the kernels."""
+    samples = Samples()
+    began = time.time()
+    rendered = render.measure(renders, samples)
+    rows = summary(render.METRICS, samples, STOCK, HOPX)
+    about = machine()
+    print(describe(about))
+    print(
+        f"{renders} openings of each notebook per kernel, each in a fresh JupyterLab page of "
+        f"headless Chromium; Hopx labextension build {rendered['labextension']}"
+    )
+    print(table(rows))
+    if json_path:
+        report = {
+            "machine": about,
+            "started": began,
+            "settings": {"renders": renders},
+            "rows": [asdict(r) for r in rows],
+            "render": rendered,
+        }
+        write_json(json_path, report, samples)
+    missing = [m.name for m in render.METRICS if m.name not in {r.metric for r in rows}]
+    if missing:
+        print(f"no samples for: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0]
@@ -194,7 +234,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a few samples of each: checks the harness, not the speed",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="instead: the time JupyterLab takes to render a notebook's outputs in Chromium",
+    )
+    parser.add_argument(
+        "--renders", type=int, default=10, help="openings of each notebook per kernel (--render)"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        return main_render(1 if args.quick else args.renders, args.json)
     runs, round_trips, floods = args.runs, args.round_trips, args.floods
     sizes = (50, 20)  # 50 chunks of 1 MB printed, 20 items of 2 MB displayed
     notebooks, burst, idle = 20, 20, 10  # papermill batch, kernels started at once, idle kernels
@@ -227,30 +277,24 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(memory_table(memory_figures))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "machine": about,
-                    "started": began,
-                    "settings": {
-                        "runs": runs,
-                        "round_trips": round_trips,
-                        "floods": floods,
-                        "printed_mb": sizes[0],
-                        "displayed_items": sizes[1],
-                        "papermill_notebooks": notebooks,
-                        "burst_kernels": burst,
-                        "batches": repeats,
-                    },
-                    "rows": [asdict(r) for r in rows],
-                    "memory": memory_figures,
-                    "papermill_shutdown_fallbacks": fallbacks,
-                    "samples": {f"{m}|{k}": v for (m, k), v in samples.values.items()},
-                },
-                f,
-                indent=2,
-                ensure_ascii=False,
-            )
+        report = {
+            "machine": about,
+            "started": began,
+            "settings": {
+                "runs": runs,
+                "round_trips": round_trips,
+                "floods": floods,
+                "printed_mb": sizes[0],
+                "displayed_items": sizes[1],
+                "papermill_notebooks": notebooks,
+                "burst_kernels": burst,
+                "batches": repeats,
+            },
+            "rows": [asdict(r) for r in rows],
+            "memory": memory_figures,
+            "papermill_shutdown_fallbacks": fallbacks,
+        }
+        write_json(args.json, report, samples)
     missing = [m.name for m in METRICS if m.name not in {r.metric for r in rows}]
     if missing:
         print(f"no samples for: {', '.join(missing)}", file=sys.stderr)

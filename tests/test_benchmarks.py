@@ -44,3 +44,33 @@ def test_quick_benchmark_reports_every_figure_for_both_kernels(tmp_path: Path) -
     fallbacks = report["papermill_shutdown_fallbacks"]
     assert set(fallbacks) == {"stock", "hopx"}, fallbacks
     assert all(0 <= n <= 2 for n in fallbacks.values()), fallbacks
+
+
+def test_quick_render_benchmark_times_both_notebooks_on_both_kernels(tmp_path: Path) -> None:
+    """The rendering benchmark in headless Chromium: each notebook opened once per kernel
+    after the warm-up, every figure there and finite (its speed is not judged here)."""
+    results = tmp_path / "render.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", "--quick", "--json", str(results)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(results.read_text())
+    figures = {row["metric"]: row for row in report["rows"]}
+    assert sorted(figures) == [
+        "open a Plotly figure → rendered",
+        "open a notebook of 50 outputs → rendered",
+    ]
+    for name, row in figures.items():
+        assert row["samples"] == 1, (name, row)
+        for key in ("stock_median", "hopx_median", "stock_p95", "hopx_p95", "ratio"):
+            assert math.isfinite(row[key]), (name, key, row[key])
+            assert row[key] > 0, (name, key, row[key])
+        assert f"| {name} |" in run.stdout
+    notebooks = report["render"]["notebooks"]
+    assert notebooks["open a notebook of 50 outputs → rendered"]["hopx_output_frames"] == 20
+    assert report["render"]["labextension"].startswith("static/remoteEntry.")
