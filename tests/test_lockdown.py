@@ -20,7 +20,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, expect
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 from traitlets import TraitError
 
 from browser_harness import UI_TIMEOUT, run_first_cell, shoot
@@ -539,6 +539,19 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
+def recording_page(browser: Browser) -> tuple[Page, list[str]]:
+    """A new page that records policy violations, and the list its console messages go to."""
+    console: list[str] = []
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(VIOLATIONS)
+
+    def keep(message: ConsoleMessage) -> None:
+        console.append(message.text)
+
+    context.on("console", keep)
+    return context.new_page(), console
+
+
 @with_and_without_lockdown
 def test_jupyterlab_works_and_loads_nothing_remote_in_lockdown(
     lab: Server,
@@ -561,15 +574,7 @@ def test_jupyterlab_works_and_loads_nothing_remote_in_lockdown(
     make_kernelspec("hopx-lab")
     nbformat.write(nb, lab.root / "notebooks" / "remote.ipynb")
 
-    console: list[str] = []
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.add_init_script(VIOLATIONS)
-
-    def keep(message: ConsoleMessage) -> None:
-        console.append(message.text)
-
-    context.on("console", keep)
-    page = context.new_page()
+    page, console = recording_page(browser)
     page.goto(
         f"{lab.url}/lab/workspaces/remote/tree/notebooks/remote.ipynb?reset&token={lab.token}"
     )
@@ -605,7 +610,7 @@ def test_jupyterlab_works_and_loads_nothing_remote_in_lockdown(
         assert requested[0] == "/pixel.png"
         assert violations() == []
         assert page_config["terminalsAvailable"] is True
-    context.close()
+    page.context.close()
 
 
 @pytest.mark.parametrize("server_args", [[*LOCKDOWN, "--LabApp.expose_app_in_browser=True"]])
@@ -687,22 +692,14 @@ def test_jupyterlab_launcher_rich_outputs_and_panel_under_lockdown(
         nbformat.v4.new_markdown_cell("Math $x^2$ and **bold**"),
     ]
     nbformat.write(nb, lab.root / "notebooks" / "rich.ipynb")
-    console: list[str] = []
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.add_init_script(VIOLATIONS)
-
-    def keep(message: ConsoleMessage) -> None:
-        console.append(message.text)
-
-    context.on("console", keep)
-    page = context.new_page()
+    page, console = recording_page(browser)
     page.goto(f"{lab.url}/lab/workspaces/launcher?reset&token={lab.token}")
     cards = page.locator(".jp-LauncherCard")
     expect(cards.first).to_be_visible(timeout=60_000)
     has_terminal = any("Terminal" in card for card in cards.all_inner_texts())
     assert has_terminal is not in_lockdown(server_args)
     if not in_lockdown(server_args):
-        context.close()
+        page.context.close()
         return
 
     page.goto(f"{lab.url}/lab/workspaces/rich/tree/notebooks/rich.ipynb?reset&token={lab.token}")
@@ -721,4 +718,4 @@ def test_jupyterlab_launcher_rich_outputs_and_panel_under_lockdown(
     assert page.evaluate("window.__cspViolations") == []
     assert [m for m in console if "Content Security Policy" in m] == []
     assert "Content security violation" not in lab.log()
-    context.close()
+    page.context.close()
