@@ -375,7 +375,10 @@ USABILITY_CELLS = [
     "'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=='"
     ")))",
     "print('\\x1b[31mred\\x1b[0m and plain')",
-    "import plotly.express as px\npx.bar(x=['a', 'b', 'c'], y=[1, 3, 2])",
+    # A bar chart draws with Plotly's cartesian build, a sunburst needs its full one.
+    "import plotly.express as px\n"
+    "display(px.sunburst(names=['all', 'a', 'b'], parents=['', 'all', 'all'], values=[3, 1, 2]))\n"
+    "px.bar(x=['a', 'b', 'c'], y=[1, 3, 2])",
     "import altair as alt\n"
     "alt.Chart(pd.DataFrame({'x': ['a', 'b'], 'y': [1, 3]})).mark_bar().encode(x='x', y='y')",
     "import ipywidgets as widgets\n"
@@ -466,15 +469,20 @@ def test_what_people_display_renders_in_its_frames(
     assert "A heading" in markdown.locator("h2").inner_text()
     assert markdown.locator(".katex").count() == 1
     latex = frame_with(page, ".jp-RenderedLatex .katex-display")
-    plotly = frame_with(page, ".plot-container .main-svg")
+    plotly = frame_with(page, ".plot-container .barlayer path")
+    sunburst = frame_with(page, ".plot-container .sunburstlayer path")
+    trace_types = "Object.keys(Plotly.PlotSchema.get().traces)"
+    assert "sunburst" not in plotly.evaluate(trace_types)
+    assert "sunburst" in sunburst.evaluate(trace_types)
     vega = frame_with(page, ".vega-embed svg, .vega-embed canvas")
     slider = frame_with(page, ".widget-slider")
     squares = frame_with(page, ".widget-output")
     expect(squares.locator(".widget-output")).to_contain_text("square 9", timeout=UI_TIMEOUT)
     expect(cells.nth(8)).to_contain_text("the kernel has 3")
-    for frame in (svg, table, html, markdown, latex, plotly, vega, slider):
+    for frame in (svg, table, html, markdown, latex, plotly, sunburst, vega, slider):
         assert frame_height(page, frame) > 15
     assert frame_height(page, plotly) > 300
+    assert frame_height(page, sunburst) > 300
 
     # The slider is live: moved in its frame, the kernel follows and the output widget too.
     slider.locator(".noUi-handle").focus()

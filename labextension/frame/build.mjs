@@ -43,7 +43,12 @@ await build({
   outfile: join(out, 'katex.css'),
   loader: { '.woff2': 'dataurl', '.woff': 'empty', '.ttf': 'empty' }
 });
+// Two Plotly builds: the frame runtime picks one per figure (plotlyBundle.ts).
 copyFileSync(
   join(here, '..', 'node_modules', 'plotly.js-dist-min', 'plotly.min.js'),
   join(out, 'plotly.min.js')
+);
+copyFileSync(
+  join(here, '..', 'node_modules', 'plotly.js-cartesian-dist-min', 'plotly-cartesian.min.js'),
+  join(out, 'plotly-cartesian.min.js')
 );

@@ -6,6 +6,8 @@
  */
 import { marked } from 'marked';
 
+import { plotlyBundleFor } from './plotlyBundle';
+
 interface IBundle {
   mimeType: string;
   data: Record<string, unknown>;
@@ -86,8 +88,8 @@ async function render(bundle: IBundle, root: HTMLElement): Promise<void> {
       await typesetMath(root);
       return;
     case 'application/vnd.plotly.v1+json': {
-      await load('script', 'plotly.min.js');
       const figure = (value ?? {}) as { data?: unknown; layout?: unknown; config?: object };
+      await load('script', plotlyBundleFor(figure));
       await frame.Plotly?.newPlot(root, figure.data ?? [], figure.layout ?? {}, {
         ...figure.config,
         responsive: true
