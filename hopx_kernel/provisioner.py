@@ -60,7 +60,8 @@ from runtime.spec import (
     WorkspaceMode,
 )
 from runtime.systemd_scope import scope_launcher
-from runtime.units import format_duration
+from runtime.units import format_duration, format_size
+from runtime.zmtp import MIN_MAX_FRAME_BYTES
 
 # Constructor arguments jupyter_client itself passes; anything else must be a setting.
 _FRAMEWORK_KWARGS = {"kernel_id", "kernel_spec", "parent", "config", "log"}
@@ -191,6 +192,15 @@ class HopxProvisioner(KernelProvisionerBase):
         sandbox's limits in a cgroup inside it. For unprivileged servers on systemd hosts where
         that is how cgroups are delegated; cgroup_parent must then be ''.""",
     )
+    max_frame_size = ByteSize(
+        "256M",
+        config=True,
+        help="""Largest ZeroMQ frame the kernel may send its client (the Jupyter server,
+        papermill), e.g. '256M'. One output's data (a figure, a table's HTML) travels in one
+        frame. A larger frame, or anything else the ZeroMQ protocol does not allow, stops the
+        kernel (reason "protocol") before the client allocates memory for it. At least '1M';
+        there is no "no limit".""",
+    )
     start_timeout = Duration(
         "30s",
         config=True,
@@ -219,6 +229,17 @@ class HopxProvisioner(KernelProvisionerBase):
             msg = f"cull_interval must be at least {MIN_CULL_INTERVAL} s; use e.g. '30s'"
             raise TraitError(msg)
         return float(proposal["value"])
+
+    @validate("max_frame_size")
+    def _validate_max_frame_size(self, proposal: dict[str, Any]) -> int:
+        value = int(proposal["value"])
+        if value < MIN_MAX_FRAME_BYTES:
+            msg = (
+                f"max_frame_size {format_size(value)} is below 1M; every kernel's frames have a "
+                "bound, use e.g. '256M'"
+            )
+            raise TraitError(msg)
+        return value
 
     @validate("read_only_paths", "hidden_paths")
     def _validate_paths(self, proposal: dict[str, Any]) -> list[str]:
@@ -402,6 +423,8 @@ class HopxProvisioner(KernelProvisionerBase):
         workspace: str | None = cwd
         if self.workspace == "none" or cwd == "/":
             workspace = None  # the whole host is never a workspace
+        if workspace and self.workspace == "rw":
+            self._check_writable_folder_owner(workspace)
         if os.geteuid() == 0:
             self._check_uid_range_is_free()
             if workspace:
@@ -452,6 +475,7 @@ class HopxProvisioner(KernelProvisionerBase):
             host_uid_range=self.sandbox_uid_range if root else None,
             owner_files=(os.path.realpath(km.connection_file),),
             max_lifetime=self._lifetime_left() or 0.0,
+            max_frame_size=self.max_frame_size,
             stop_notices=self._stop_notices(cmd),
             cgroup_parent=self.cgroup_parent,
             cgroup_within_own=self.systemd_scope,
@@ -491,6 +515,17 @@ class HopxProvisioner(KernelProvisionerBase):
                 f"sandbox_uid_range {self.sandbox_uid_range} holds host accounts: "
                 f"{', '.join(taken[:3])}; choose a range no account uses, e.g. "
                 f"'{DEFAULT_UID_RANGE}'"
+            )
+            raise RuntimeError(msg)
+
+    @staticmethod
+    def _check_writable_folder_owner(folder: str) -> None:
+        """A read-write folder is mounted as its owner's: in root's, every file the kernel made
+        (a setuid binary included) would be root's on the host."""
+        if os.stat(folder).st_uid == 0:
+            msg = (
+                f"Set workspace = 'ro', or give {folder} to an ordinary user (chown): it is owned "
+                "by root, and with workspace = 'rw' what the kernel writes there would be root's."
             )
             raise RuntimeError(msg)
 
@@ -610,6 +645,12 @@ class HopxProvisioner(KernelProvisionerBase):
             action, msg = "culled", f"Kernel {self.kernel_id} was culled ({reason})."
         elif reason == "manual":
             action, msg = "killed", f"Kernel {self.kernel_id} was killed by hand."
+        elif reason == "protocol":
+            action = "stopped"
+            msg = (
+                f"Kernel {self.kernel_id} was stopped: it broke the ZeroMQ protocol "
+                f"({supervisor.exit_detail})."
+            )
         else:
             action, msg = "stopped", f"Kernel {self.kernel_id}'s sandbox stopped ({reason})."
         self.emit_event(action, msg, reason=reason, sandbox_id=supervisor.spec.sandbox_id)
@@ -650,6 +691,12 @@ class HopxProvisioner(KernelProvisionerBase):
                 "Hopx kernel %s was stopped: it reached max_lifetime (%s s)",
                 self.kernel_id,
                 self.max_lifetime,
+            )
+        elif reason == "protocol":
+            self.log.error(
+                "Hopx kernel %s was stopped: it broke the ZeroMQ protocol towards its client: %s",
+                self.kernel_id,
+                supervisor.exit_detail,
             )
         elif reason in ("idle", "manual"):
             self.log.info("Hopx kernel %s was stopped (%s)", self.kernel_id, reason)

@@ -9,9 +9,10 @@ The policy is a deny-list in the spirit of Flatpak's and Docker's default profil
 is allowed except syscalls that reach kernel attack surface a notebook has no use for (mounting,
 namespaces, tracing, keyrings, BPF, modules, io_uring, clock and swap administration, ...).
 Denied syscalls fail with EPERM, the error an unprivileged process gets anyway, so software
-degrades gracefully. Two families fail with ENOSYS instead so that libc falls back to an older
+degrades gracefully. Three fail with ENOSYS instead so that libc falls back to an older
 interface we can inspect: ``clone3`` (its flags live in a struct BPF cannot read, glibc retries
-with ``clone``) and the new mount API (callers fall back to ``mount``, which is EPERM).
+with ``clone``), ``openat2`` (likewise its mode) and the new mount API (callers fall back to
+``mount``, which is EPERM). No syscall may give a file setuid or setgid bits.
 
 Program shape: check ``seccomp_data.arch`` (anything else, e.g. i386 ``int 0x80`` or x32 on an
 x86_64 host, kills the process), load the syscall number, then one short block per rule
@@ -119,6 +120,15 @@ SOCK_RAW: Final = 3
 SOCK_PACKET: Final = 10  # obsolete: the kernel turns (AF_INET, SOCK_PACKET) into AF_PACKET
 SOCK_TYPE_MASK: Final = 0xF  # the rest of `type` is SOCK_NONBLOCK / SOCK_CLOEXEC
 
+# A file with these bits (or capabilities, which need privileges the sandbox lacks) runs with
+# its owner's rights for whoever starts it: through a read-write workspace, a host user's.
+S_ISUID: Final = 0o4000
+S_ISGID: Final = 0o2000
+PRIVILEGE_BITS: Final = S_ISUID | S_ISGID
+# open and openat look at their mode only when they create a file.
+O_CREAT: Final = 0o100
+O_TMPFILE_BIT: Final = 0o20000000  # __O_TMPFILE, the same on x86_64 and aarch64
+
 PER_LINUX: Final = 0x0000
 PER_LINUX32: Final = 0x0008
 PERSONALITY_QUERY: Final = 0xFFFFFFFF
@@ -155,6 +165,8 @@ DENIED_SYSCALLS: Final[Mapping[str, int]] = {
     "open_tree_attr": NOT_IMPLEMENTED,
     # clone3 passes its flags in memory BPF cannot read; glibc retries with clone on ENOSYS
     "clone3": NOT_IMPLEMENTED,
+    # openat2's mode is in memory too; libc's open uses openat, whose mode the filter reads
+    "openat2": NOT_IMPLEMENTED,
     # reading or comparing other processes
     "ptrace": DENY,
     "process_vm_readv": DENY,
@@ -374,6 +386,35 @@ def _socket_rule(done: str) -> list[_Item]:
     ]
 
 
+def _mode_rule(mode_arg: int) -> Callable[[str], list[_Item]]:
+    """chmod, mknod and their kin: no setuid or setgid bit, on any file."""
+
+    def rule(done: str) -> list[_Item]:
+        return [
+            load_arg(mode_arg),
+            jset(PRIVILEGE_BITS, jf=done),
+            ret(DENY),
+            label(done),
+            ret(SECCOMP_RET_ALLOW),
+        ]
+
+    return rule
+
+
+def _open_rule(flags_arg: int) -> Callable[[str], list[_Item]]:
+    """open and openat: a file they create gets no setuid or setgid bit. Without O_CREAT or
+    O_TMPFILE the mode is ignored, and so is whatever a caller passes there."""
+
+    def rule(done: str) -> list[_Item]:
+        return [
+            load_arg(flags_arg),
+            jset(O_CREAT | O_TMPFILE_BIT, jf=done),
+            *_mode_rule(flags_arg + 1)(done),
+        ]
+
+    return rule
+
+
 def _personality_rule(done: str) -> list[_Item]:
     # Querying is harmless and PER_LINUX32 is how 32-bit tools set themselves up; flags such as
     # ADDR_NO_RANDOMIZE or READ_IMPLIES_EXEC weaken exploit mitigations.
@@ -388,6 +429,15 @@ ARGUMENT_RULES: Final[Mapping[str, Callable[[str], list[_Item]]]] = {
     "ioctl": _ioctl_rule,
     "socket": _socket_rule,
     "personality": _personality_rule,
+    "chmod": _mode_rule(1),
+    "fchmod": _mode_rule(1),
+    "fchmodat": _mode_rule(2),
+    "fchmodat2": _mode_rule(2),
+    "creat": _mode_rule(1),
+    "mknod": _mode_rule(1),
+    "mknodat": _mode_rule(2),
+    "open": _open_rule(1),
+    "openat": _open_rule(2),
 }
 
 
@@ -395,11 +445,16 @@ ARGUMENT_RULES: Final[Mapping[str, Callable[[str], list[_Item]]]] = {
 # Only the syscalls the policy names; None marks one the architecture does not have.
 
 X86_64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm/unistd_64.h
+    "open": 2,
     "ioctl": 16,
     "socket": 41,
     "clone": 56,
     "ptrace": 101,
     "syslog": 103,
+    "creat": 85,
+    "chmod": 90,
+    "fchmod": 91,
+    "mknod": 133,
     "uselib": 134,
     "personality": 135,
     "vhangup": 153,
@@ -430,6 +485,9 @@ X86_64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm/unistd_64.h
     "request_key": 249,
     "keyctl": 250,
     "migrate_pages": 256,
+    "openat": 257,
+    "mknodat": 259,
+    "fchmodat": 268,
     "unshare": 272,
     "move_pages": 279,
     "perf_event_open": 298,
@@ -455,22 +513,28 @@ X86_64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm/unistd_64.h
     "fsmount": 432,
     "fspick": 433,
     "clone3": 435,
+    "openat2": 437,
     "pidfd_getfd": 438,
     "process_madvise": 440,
     "mount_setattr": 442,
     "quotactl_fd": 443,
     "set_mempolicy_home_node": 450,
+    "fchmodat2": 452,
     "open_tree_attr": 467,
 }
 
 AARCH64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm-generic/unistd.h
     "lookup_dcookie": 18,
     "ioctl": 29,
+    "mknodat": 33,
     "umount2": 39,
     "mount": 40,
     "pivot_root": 41,
     "nfsservctl": 42,
     "chroot": 51,
+    "fchmod": 52,
+    "fchmodat": 53,
+    "openat": 56,
     "vhangup": 58,
     "quotactl": 60,
     "acct": 89,
@@ -520,13 +584,19 @@ AARCH64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm-generic/unistd.h
     "fsmount": 432,
     "fspick": 433,
     "clone3": 435,
+    "openat2": 437,
     "pidfd_getfd": 438,
     "process_madvise": 440,
     "mount_setattr": 442,
     "quotactl_fd": 443,
     "set_mempolicy_home_node": 450,
+    "fchmodat2": 452,
     "open_tree_attr": 467,
-    # x86-only
+    # x86-only (aarch64 has only the *at forms)
+    "open": None,
+    "creat": None,
+    "chmod": None,
+    "mknod": None,
     "uselib": None,
     "iopl": None,
     "ioperm": None,

@@ -60,11 +60,17 @@ def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# Who owns the tests' notebook folders: an ordinary user, as a read-write workspace must be.
+FOLDER_OWNER = 4321
+
+
 @pytest.fixture
 def workspace() -> Iterator[Path]:
-    """A notebook folder the sandbox uid may read, as notebook folders usually are."""
+    """A notebook folder of an ordinary user that the sandbox uid may read, as notebook
+    folders usually are."""
     path = Path(tempfile.mkdtemp(prefix="hx-ws-", dir="/tmp"))
     path.chmod(0o755)
+    os.chown(path, FOLDER_OWNER, FOLDER_OWNER)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Kernel, assert_no_leaks, wait_until
+from conftest import FOLDER_OWNER, Kernel, assert_no_leaks, wait_until
 from hopx_kernel.kernelspec import kernelspec
 from runtime.bwrap import HostLayout
 
@@ -197,13 +197,22 @@ def test_writes_outside_the_scratch_space_fail(start_kernel: StartKernel, worksp
         assert not os.path.exists(os.path.join(directory, marker))
 
 
+@pytest.fixture
+def users_workspace(workspace: Path) -> Path:
+    """The notebook folder, given to an ordinary user, as read-write workspaces must be."""
+    for path in (workspace, *workspace.iterdir()):
+        os.chown(path, FOLDER_OWNER, FOLDER_OWNER)
+    return workspace
+
+
 def test_read_write_workspace_is_the_only_writable_host_path(
-    start_kernel: StartKernel, workspace: Path
+    start_kernel: StartKernel, users_workspace: Path
 ) -> None:
     """Control for the read-only default: with workspace='rw' a write in the notebook folder
     reaches the host while /usr stays read-only. A root server mounts the folder idmapped: its
     owner's files are the sandbox's inside, and what the kernel writes belongs to the owner, so
     a later sandbox (another host uid) can change it too; a third user's file stays read-only."""
+    workspace = users_workspace
     stranger = workspace / "stranger.txt"
     stranger.write_text("not yours")
     os.chown(stranger, 4242, 4242)
@@ -223,9 +232,86 @@ def test_read_write_workspace_is_the_only_writable_host_path(
         assert seen["stranger"] == ["PermissionError", "EACCES"]
         written = workspace / "from-kernel.txt"
         assert written.read_text().startswith("hello ")
-        assert (written.stat().st_uid, written.stat().st_gid) == (os.getuid(), os.getgid())
+        assert (written.stat().st_uid, written.stat().st_gid) == (FOLDER_OWNER, FOLDER_OWNER)
         assert seen["owner"] == 1000  # the folder's owner is the sandbox user inside
     assert stranger.read_text() == "not yours"
+
+
+def test_read_write_workspace_owned_by_root_is_refused(
+    start_kernel: StartKernel, workspace: Path, runtime_dir: Path
+) -> None:
+    """Mounted idmapped, a root-owned folder would make everything the kernel writes there
+    root's on the host: the start fails, naming the setting and the fix, and leaves nothing."""
+    assert workspace.stat().st_uid == 0
+    with pytest.raises(Exception, match="workspace") as failure:
+        start_kernel(cwd=str(workspace), workspace="rw")
+    message = str(failure.value)
+    assert message.startswith("Set workspace = 'ro'"), message
+    assert "owned by root" in message
+    assert sorted(os.listdir(workspace)) == ["notebook.txt"]
+    assert_no_leaks(runtime_dir)
+
+
+# Inside the kernel: every way to give a file in the read-write workspace setuid or setgid bits
+# or capabilities, each outcome with the mode the file has afterwards.
+PRIVILEGED_FILES = """
+import stat
+S_PRIV = stat.S_ISUID | stat.S_ISGID
+def privileges(path):
+    try:
+        return oct(stat.S_IMODE(os.lstat(path).st_mode) & S_PRIV)
+    except OSError:
+        return None
+def attempt(name, fn, *args):
+    result = outcome(fn, *args)
+    return [result, privileges(name)]
+write("plain")
+write("bits")
+fd = os.open("held", os.O_CREAT | os.O_WRONLY, 0o755)
+folder = os.open(".", os.O_DIRECTORY)
+seen = {
+    "control": attempt("plain", os.chmod, "plain", 0o750),
+    "chmod setuid": attempt("bits", os.chmod, "bits", 0o4755),
+    "chmod setgid": attempt("bits", os.chmod, "bits", 0o2755),
+    "fchmod": attempt("held", os.fchmod, fd, 0o6755),
+    "fchmodat": attempt("bits", lambda: os.chmod("bits", 0o4711, dir_fd=folder)),
+    "open": attempt("made-by-open", lambda: os.close(
+        os.open("made-by-open", os.O_CREAT | os.O_WRONLY, 0o6755))),
+    "openat": attempt("made-by-openat", lambda: os.close(
+        os.open("made-by-openat", os.O_CREAT | os.O_WRONLY, 0o4755, dir_fd=folder))),
+    "mknod": attempt("made-by-mknod", os.mknod, "made-by-mknod", stat.S_IFREG | 0o4755),
+    "mkdir setgid": attempt("dir", lambda: (os.mkdir("dir"), os.chmod("dir", 0o2775))),
+    "capability": [outcome(os.setxattr, "plain", "security.capability",
+                           bytes.fromhex("0100000200200000000000000000000000000000")), None],
+    "mounts": [line.split()[4] + " " + line.split()[5]
+               for line in open("/proc/self/mountinfo")
+               if "nosuid" not in line.split()[5]],
+}
+print(json.dumps(seen))
+"""
+
+
+def test_read_write_workspace_holds_no_setuid_file(
+    start_kernel: StartKernel, users_workspace: Path
+) -> None:
+    """A file with setuid/setgid bits or capabilities, written through the idmapped mount,
+    would run with its owner's rights for any host user: the kernel can neither create one nor
+    give an existing file such bits, by any syscall, and every mount it has is nosuid. The
+    control: an ordinary chmod works."""
+    kernel = start_kernel(cwd=str(users_workspace), workspace="rw")
+    seen = probe(kernel, PRIVILEGED_FILES)
+    assert seen.pop("control") == ["ok", "0o0"]
+    assert seen.pop("mounts") == []
+    capability = seen.pop("capability")
+    assert capability[0][0] == "PermissionError", capability
+    for attempt, (result, bits) in seen.items():
+        assert bits in (None, "0o0"), (attempt, result, bits)
+        assert result == ["PermissionError", "EPERM"], (attempt, result)
+    for path in users_workspace.rglob("*"):
+        mode = path.lstat().st_mode
+        assert not mode & (stat.S_ISUID | stat.S_ISGID), (path, oct(mode))
+        with pytest.raises(OSError, match="No data available"):
+            os.getxattr(path, "security.capability", follow_symlinks=False)
 
 
 @pytest.fixture

@@ -98,6 +98,7 @@ X86_64_DENIED: dict[str, tuple[int, int]] = {
     "fsmount": (432, ENOSYS),
     "fspick": (433, ENOSYS),
     "clone3": (435, ENOSYS),
+    "openat2": (437, ENOSYS),
     "pidfd_getfd": (438, EPERM),
     "process_madvise": (440, EPERM),
     "mount_setattr": (442, ENOSYS),
@@ -108,6 +109,11 @@ X86_64_DENIED: dict[str, tuple[int, int]] = {
 NR_READ, NR_WRITE, NR_MMAP, NR_GETPID, NR_EXECVE = 0, 1, 9, 39, 59
 NR_IOCTL, NR_SOCKET, NR_CLONE, NR_PERSONALITY = 16, 41, 56, 135
 NR_FUTEX, NR_EXIT_GROUP, NR_OPENAT = 202, 231, 257
+NR_OPEN, NR_CREAT, NR_CHMOD, NR_FCHMOD, NR_MKNOD = 2, 85, 90, 91, 133
+NR_MKNODAT, NR_FCHMODAT, NR_FCHMODAT2 = 259, 268, 452
+O_WRONLY, O_CREAT, O_TMPFILE = 0o1, 0o100, 0o20200000
+S_IFREG = 0o100000
+AT_FDCWD = -100 & 0xFFFFFFFF
 
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
 CLONE_VFORK, CLONE_THREAD, CLONE_SYSVSEM, CLONE_SETTLS = 0x4000, 0x10000, 0x40000, 0x80000
@@ -243,7 +249,14 @@ def test_unsupported_architecture(machine: str) -> None:
 
 def test_policy_covers_exactly_the_expected_syscalls() -> None:
     assert set(seccomp.DENIED_SYSCALLS) == set(X86_64_DENIED)
-    assert set(seccomp.ARGUMENT_RULES) == {"clone", "ioctl", "socket", "personality"}
+    assert set(seccomp.ARGUMENT_RULES) == {
+        "clone",
+        "ioctl",
+        "socket",
+        "personality",
+        *("chmod", "fchmod", "fchmodat", "fchmodat2", "creat", "mknod", "mknodat"),
+        *("open", "openat"),
+    }
 
 
 def _header_numbers(header: Path) -> dict[str, int]:
@@ -331,6 +344,16 @@ def test_denied_syscalls_aarch64(aarch64: bytes, name: str) -> None:
         pytest.param(NR_PERSONALITY, (0,), id="personality-linux"),
         pytest.param(NR_PERSONALITY, (0x0008,), id="personality-linux32"),
         pytest.param(NR_PERSONALITY, (0xFFFFFFFF,), id="personality-query"),
+        pytest.param(NR_CHMOD, (0x1000, 0o1777), id="chmod-sticky"),
+        pytest.param(NR_FCHMOD, (3, 0o755), id="fchmod"),
+        pytest.param(NR_FCHMODAT, (AT_FDCWD, 0x1000, 0o644), id="fchmodat"),
+        pytest.param(NR_FCHMODAT2, (AT_FDCWD, 0x1000, 0o600, 0x100), id="fchmodat2"),
+        pytest.param(NR_CREAT, (0x1000, 0o644), id="creat"),
+        pytest.param(NR_MKNODAT, (AT_FDCWD, 0x1000, S_IFREG | 0o644, 0), id="mknodat-file"),
+        pytest.param(NR_OPEN, (0x1000, O_WRONLY | O_CREAT, 0o666), id="open-create"),
+        pytest.param(NR_OPENAT, (AT_FDCWD, 0x1000, O_CREAT, 0o777), id="openat-create"),
+        # Without O_CREAT the mode is ignored, whatever it holds.
+        pytest.param(NR_OPENAT, (AT_FDCWD, 0x1000, 0, 0o7777), id="openat-mode-ignored"),
         pytest.param(-1, (), id="nr-minus-one-is-not-x32"),
     ],
 )
@@ -358,6 +381,18 @@ def test_allowed_x86_64(x86_64: bytes, nr: int, args: tuple[int, ...]) -> None:
         ),
         pytest.param(NR_SOCKET, (AF_INET6, SOCK_RAW | SOCK_NONBLOCK, 58), id="socket-inet6-raw"),
         pytest.param(NR_SOCKET, (AF_INET, SOCK_PACKET, 0x0300), id="socket-inet-sock-packet"),
+        pytest.param(NR_CHMOD, (0x1000, 0o4755), id="chmod-setuid"),
+        pytest.param(NR_CHMOD, (0x1000, 0o2755), id="chmod-setgid"),
+        pytest.param(NR_FCHMOD, (3, 0o6755), id="fchmod-setuid"),
+        pytest.param(NR_FCHMOD, (3, HIGH_JUNK | 0o4000), id="fchmod-setuid-high-bits"),
+        pytest.param(NR_FCHMODAT, (AT_FDCWD, 0x1000, 0o4711), id="fchmodat-setuid"),
+        pytest.param(NR_FCHMODAT2, (AT_FDCWD, 0x1000, 0o2711, 0), id="fchmodat2-setgid"),
+        pytest.param(NR_CREAT, (0x1000, 0o4755), id="creat-setuid"),
+        pytest.param(NR_MKNOD, (0x1000, S_IFREG | 0o4755, 0), id="mknod-setuid"),
+        pytest.param(NR_MKNODAT, (AT_FDCWD, 0x1000, S_IFREG | 0o2755, 0), id="mknodat-setgid"),
+        pytest.param(NR_OPEN, (0x1000, O_WRONLY | O_CREAT, 0o4755), id="open-create-setuid"),
+        pytest.param(NR_OPENAT, (AT_FDCWD, 0x1000, O_CREAT, 0o6755), id="openat-create-setuid"),
+        pytest.param(NR_OPENAT, (AT_FDCWD, 0x1000, O_TMPFILE, 0o2755), id="openat-tmpfile-setgid"),
         pytest.param(NR_PERSONALITY, (ADDR_NO_RANDOMIZE,), id="personality-no-aslr"),
         pytest.param(NR_PERSONALITY, (READ_IMPLIES_EXEC,), id="personality-read-implies-exec"),
         pytest.param(
