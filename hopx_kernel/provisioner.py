@@ -28,7 +28,7 @@ from typing import Any, cast
 import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
+from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Bool, List, TraitError, Unicode, default, validate
 
 from hopx_kernel import events
@@ -37,6 +37,13 @@ from hopx_kernel.environment import (
     python_paths,
     resolve_mounts,
     sandbox_env,
+)
+from hopx_kernel.hidden import (
+    DEFAULT_HIDDEN_CREDENTIALS,
+    credential_places,
+    expand_home,
+    folders_holding_credentials,
+    jupyter_directories,
 )
 from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
 from hopx_kernel.policy import POLICY_STOP_REASONS, CullPolicy
@@ -121,8 +128,18 @@ class HopxProvisioner(KernelProvisionerBase):
     hidden_paths = List(
         Unicode(),
         config=True,
-        help="""Host paths hidden (shown as an empty directory) wherever a mount would expose
-        them. Jupyter's runtime and config directories are always hidden.""",
+        help="""Host files and folders hidden (shown empty) wherever a mount would expose
+        them: absolute, or below the server user's home as '~/...', e.g. ['/srv/private',
+        '~/work/.env']. Jupyter's runtime, config and data directories are always hidden.""",
+    )
+    hidden_credentials = List(
+        Unicode(),
+        default_value=list(DEFAULT_HIDDEN_CREDENTIALS),
+        config=True,
+        help="""Credential files and folders, relative to a home folder ('.ssh', '.aws',
+        '.netrc', ...), hidden wherever a mount exposes them: in the workspace, its
+        subfolders, the server user's home and read_only_paths. The default lists where
+        common tools keep keys and tokens; [] shows them all.""",
     )
     env_allowlist = List(
         Unicode(),
@@ -244,11 +261,27 @@ class HopxProvisioner(KernelProvisionerBase):
     @validate("read_only_paths", "hidden_paths")
     def _validate_paths(self, proposal: dict[str, Any]) -> list[str]:
         name = proposal["trait"].name
+        home_relative = name == "hidden_paths"
         for path in proposal["value"]:
+            if home_relative and (path == "~" or path.startswith("~/")):
+                continue
             if not os.path.isabs(path):
-                msg = f"{name} entry {path!r} is not absolute; use e.g. '/srv/data'"
+                example = "'/srv/private' or '~/private'" if home_relative else "'/srv/data'"
+                msg = f"{name} entry {path!r} is not absolute; use e.g. {example}"
                 raise TraitError(msg)
         return [os.path.normpath(p) for p in proposal["value"]]
+
+    @validate("hidden_credentials")
+    def _validate_credentials(self, proposal: dict[str, Any]) -> list[str]:
+        for name in proposal["value"]:
+            parts = name.split("/")
+            if not name or os.path.isabs(name) or ".." in parts or "" in parts:
+                msg = (
+                    f"hidden_credentials entry {name!r} is not a path below a home folder; "
+                    "use e.g. '.ssh' or '.config/gcloud'"
+                )
+                raise TraitError(msg)
+        return list(proposal["value"])
 
     def __init__(self, **kwargs: Any) -> None:
         settings = set(self.class_trait_names(config=True))
@@ -431,9 +464,12 @@ class HopxProvisioner(KernelProvisionerBase):
                 self._check_sandbox_can_enter(workspace)
         python = cmd[0] if cmd else sys.executable
         read_only, symlinks = resolve_mounts([*python_paths(python), *self.read_only_paths])
-        # Every Jupyter config directory, not only the user's: an admin's token may sit in
+        # Every Jupyter directory, not only the user's: an admin's token may sit in
         # {sys.prefix}/etc/jupyter, which the kernel's own Python installation would expose.
-        hidden = [jupyter_runtime_dir(), *jupyter_config_path(), *self.hidden_paths]
+        hidden = [*jupyter_directories(), *(expand_home(p) for p in self.hidden_paths)]
+        credential_dirs, credential_files = credential_places(
+            folders_holding_credentials(workspace, read_only), self.hidden_credentials
+        )
         python_bin = os.path.dirname(shutil.which(python) or python)
         kernel_connection = {
             "transport": "tcp",
@@ -468,8 +504,15 @@ class HopxProvisioner(KernelProvisionerBase):
             workspace=workspace,
             workspace_mode=cast(WorkspaceMode, self.workspace if workspace else "none"),
             read_only_paths=tuple(read_only),
-            hidden_paths=tuple(os.path.realpath(p) for p in hidden if os.path.isdir(p)),
-            hidden_files=(os.path.realpath(km.connection_file),),
+            hidden_paths=(
+                *(os.path.realpath(p) for p in hidden if os.path.isdir(p)),
+                *credential_dirs,
+            ),
+            hidden_files=(
+                os.path.realpath(km.connection_file),
+                *(os.path.realpath(p) for p in hidden if os.path.isfile(p)),
+                *credential_files,
+            ),
             symlinks=tuple(symlinks),
             cwd=workspace or SANDBOX_HOME,
             host_uid_range=self.sandbox_uid_range if root else None,

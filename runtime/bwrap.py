@@ -9,7 +9,7 @@ builder itself stays pure and unit-testable.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runtime.spec import SANDBOX_HOME, SANDBOX_UID, SandboxSpec
@@ -142,7 +142,7 @@ def bwrap_argv(
         *_namespaces(spec),
         *_system(layout),
         *[a for path in SCRATCH_DIRS for a in ("--bind", scratch[path], path)],
-        *_kernel_paths(spec, sources),
+        *_kernel_paths(spec, sources, layout.directories),
         *[a for dest, fd in sorted(fds.files.items()) for a in ("--ro-bind-data", str(fd), dest)],
         *[
             a
@@ -187,12 +187,15 @@ def _system(layout: HostLayout) -> list[str]:
     return [*args, "--dev", "/dev"]
 
 
-def _kernel_paths(spec: SandboxSpec, sources: Mapping[str, str]) -> list[str]:
-    """The kernel's runtime, its workspace, what is hidden inside them, and path aliases."""
+def _kernel_paths(
+    spec: SandboxSpec, sources: Mapping[str, str], system_dirs: Sequence[str]
+) -> list[str]:
+    """The kernel's runtime, its workspace, what is hidden inside them or inside the system's
+    directories (a Jupyter config directory below /usr/local), and path aliases."""
     args = [
         a for path in spec.read_only_paths for a in ("--ro-bind", sources.get(path, path), path)
     ]
-    mounted = list(spec.read_only_paths)
+    mounted = [*system_dirs, *spec.read_only_paths]
     if spec.workspace and spec.workspace_mode != "none":
         bind = "--bind" if spec.workspace_mode == "rw" else "--ro-bind"
         args += [bind, sources.get(spec.workspace, spec.workspace), spec.workspace]

@@ -80,7 +80,10 @@ BAD_SETTINGS = [
     ("workspace", "maybe", "'ro'"),
     ("memroy_limit", "2G", "memory_limit"),
     ("read_only_paths", ["relative/path"], "'/srv/data'"),
-    ("hidden_paths", ["relative"], "'/srv/data'"),
+    ("hidden_paths", ["relative"], "'~/private'"),
+    ("hidden_paths", ["~someone/private"], "'/srv/private'"),
+    ("hidden_credentials", ["/root/.ssh"], "'.ssh'"),
+    ("hidden_credentials", ["../.ssh"], "'.config/gcloud'"),
     # The timeout policy is applied by the server extension, but a kernelspec with a typo in it
     # must not start anywhere.
     ("idle_timeout", "forever", "'1h'"),

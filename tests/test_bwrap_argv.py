@@ -96,10 +96,14 @@ def test_staged_sources_replace_host_paths() -> None:
 
 
 def test_hidden_paths_are_covered_only_inside_mounts() -> None:
-    argv = bwrap_argv(spec(), LAYOUT, FDS, scratch=SCRATCH)
+    hidden = (*spec().hidden_paths, "/usr/local/etc/jupyter")
+    argv = bwrap_argv(spec(hidden_paths=hidden), LAYOUT, FDS, scratch=SCRATCH)
     tmpfs = [argv[i + 1] for i, a in enumerate(argv) if a == "--tmpfs"]
     assert "/home/ada/notebooks/.local/share/jupyter/runtime" in tmpfs
+    assert "/usr/local/etc/jupyter" in tmpfs  # below the system's /usr mount
     assert "/elsewhere" not in tmpfs
+    # Covered after what exposes it is mounted.
+    assert argv.index("/usr/local/etc/jupyter") > argv.index("/usr")
 
 
 def test_generated_files_and_command() -> None:

@@ -1189,3 +1189,105 @@ def test_system_jupyter_config_dirs_are_hidden(
     assert seen["prefix_python"] is True
     assert seen["config"] == []
     assert seen["shared"] == ["data.txt", "jupyter-config"]
+
+
+# Inside the kernel: what each planted path shows, and every path whose name holds the marker
+# anywhere the sandbox can walk (/proc and /sys aside).
+FIND_MARKERS = """
+import sys
+def shown(path):
+    try:
+        return read(path).decode()
+    except OSError as e:
+        return errno.errorcode.get(e.errno, e.errno)
+found = []
+for top in ("/usr", "/etc", "/opt", "/srv", "/home", "/root", "/run", "/tmp", os.getcwd(),
+            sys.prefix):
+    for folder, dirs, files in os.walk(top):
+        found += [os.path.join(folder, n) for n in dirs + files if MARKER in n]
+print(json.dumps({"shown": {path: shown(path) for path in PLANTED}, "found": sorted(set(found))}))
+"""
+
+
+@pytest.fixture
+def home_workspace(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Path, dict[str, Path]]]:
+    """The server user's home as the notebook folder (a notebook at the top of a JupyterHub
+    user's home), and a marker file planted in each of this server's Jupyter runtime, config
+    and data directories, which are made where missing and removed afterwards."""
+    from hopx_kernel.hidden import jupyter_directories  # noqa: PLC0415 - HOME is patched first
+
+    monkeypatch.setenv("HOME", str(workspace))
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    marker = f"hx-marker-{secrets.token_hex(4)}"
+    made: list[Path] = []
+    planted: dict[str, Path] = {}
+    for directory in map(Path, jupyter_directories()):
+        missing = [p for p in (directory, *directory.parents) if not p.exists()]
+        directory.mkdir(parents=True, exist_ok=True)
+        made += missing
+        file = directory / f"{marker}.json"
+        file.write_text(marker)
+        planted[str(directory)] = file
+    try:
+        yield workspace, {"marker": Path(marker), **planted}
+    finally:
+        for file in planted.values():
+            file.unlink(missing_ok=True)
+        for directory in made:  # deepest first
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_jupyter_directories_and_home_credentials_are_hidden(
+    start_kernel: StartKernel, home_workspace: tuple[Path, dict[str, Path]]
+) -> None:
+    """Wherever a mount exposes them, the kernel finds nothing of Jupyter's runtime, config and
+    data directories (the notebook-signing key, tokens: here /usr/local/etc/jupyter under the
+    /usr mount, the data directories of the Python installation and of the home folder) nor
+    the credentials of a home folder that is the workspace, of a home below it (a folder of
+    homes) or named '~/...' in hidden_paths. Control: with hidden_credentials = [] the same
+    key is readable, and the home's other files always are."""
+    home, planted = home_workspace
+    marker = str(planted.pop("marker"))
+    secrets_planted = {
+        home / ".ssh" / "id_ed25519": "PRIVATE KEY",
+        home / ".aws" / "credentials": "aws_secret_access_key",
+        home / ".config" / "gcloud" / "credentials.db": "gcloud",
+        home / ".netrc": "machine example.com password hunter2",
+        home / ".git-credentials": "https://user:token@example.com",
+        home / "bob" / ".ssh" / "id_rsa": "BOB'S KEY",
+        home / "bob" / ".pypirc": "password = pypi-token",
+        home / "private" / "diary.txt": "dear diary",
+        home / "project" / ".env": "API_KEY=abc",
+    }
+    for path, text in secrets_planted.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{marker} {text}")
+    (home / "notes.txt").write_text("ordinary file")
+    for path in home.rglob("*"):
+        os.chown(path, FOLDER_OWNER, FOLDER_OWNER)
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    paths = [str(p) for p in (*planted.values(), *secrets_planted)]
+
+    kernel = start_kernel(cwd=str(home), hidden_paths=["~/private", "~/project/.env"])
+    seen = probe(kernel, FIND_MARKERS, MARKER=marker, PLANTED=paths)
+    leaked = {path: text for path, text in seen["shown"].items() if marker in text}
+    assert leaked == {}
+    assert seen["found"] == []
+    assert {Path(p).parent for p in paths if seen["shown"][p] != "ENOENT"} <= {
+        home / "bob",  # a hidden file reads as empty
+        home / "project",
+        home,
+    }
+    assert "/usr/local/etc/jupyter" in {str(Path(p).parent) for p in paths}
+    kernel.kc.stop_channels()
+    kernel.km.shutdown_kernel(now=True)
+
+    control = start_kernel(cwd=str(home), hidden_credentials=[])
+    shown = probe(control, FIND_MARKERS, MARKER=marker, PLANTED=paths)["shown"]
+    assert marker in shown[str(home / ".ssh" / "id_ed25519")]
+    assert marker in shown[str(home / "bob" / ".pypirc")]
+    assert marker not in shown[str(planted[str(Path("/usr/local/etc/jupyter"))])]
+    assert probe(control, "print(json.dumps(read('notes.txt').decode()))") == "ordinary file"

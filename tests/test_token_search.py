@@ -32,7 +32,7 @@ Everything is read, nothing sampled (the host's /usr is most of it); the test pr
 files and bytes it read and how long that took. The walk is checked for completeness against the
 host: in /usr, the kernel's Python installation and the notebook folder it must have read
 exactly the files (and bytes) the host has there, less those the sandbox's uid may not read and
-the hidden Jupyter config directories.
+the hidden Jupyter config and data directories.
 
 The token never appears literally in the code sent to the kernel (it is sent reversed and
 rebuilt inside), and the cells run with `store_history` off, so IPython records neither the code
@@ -482,8 +482,18 @@ def test_the_token_is_nowhere_in_the_sandbox(
     kernel_pid, child = setup["pid"], seen["child"]
     unreadable = {path for path, _ in seen["unreadable"]}
     # What the host has in the mounted trees, less what the sandbox may not read and less the
-    # Jupyter config directories that must be hidden ({sys.prefix}/etc/jupyter, project/.jupyter).
-    hidden = {str(Path(sys.prefix) / "etc" / "jupyter") + "/", str(project / ".jupyter") + "/"}
+    # Jupyter config and data directories that must be hidden ({sys.prefix}/etc/jupyter,
+    # {sys.prefix}/share/jupyter, those below /usr, project/.jupyter).
+    jupyter_dirs = [
+        *(Path(sys.prefix) / part / "jupyter" for part in ("etc", "share")),
+        *(
+            Path(prefix) / part / "jupyter"
+            for prefix in ("/usr", "/usr/local")
+            for part in ("etc", "share")
+        ),
+        project / ".jupyter",
+    ]
+    hidden = {str(path) + "/" for path in jupyter_dirs}
     expected = {area: host_tree(area, unreadable | hidden) for area in areas}
     print(
         f"\nsearched {seen['files']} files ({seen['aliases']} more names of the same files), "
