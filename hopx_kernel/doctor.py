@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from hopx_kernel.host import user_namespace_problem
+from hopx_kernel.host import missing_bwrap_options, outdated_bwrap_message, user_namespace_problem
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.host_uids import accounts_in_range, parse_uid_range
@@ -33,7 +32,6 @@ from runtime.units import LimitError
 if TYPE_CHECKING:
     from hopx_kernel.server_config import ServerConfig
 
-MIN_BWRAP = (0, 5)
 # How long the test kernel may take to answer before the check fails.
 TEST_KERNEL_TIMEOUT = 60.0
 
@@ -68,11 +66,10 @@ def check_bubblewrap(settings: Settings) -> Check:
             "install it: `apt install bubblewrap` or `dnf install bubblewrap`",
         )
     result = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
-    match = re.search(r"(\d+)\.(\d+)", result.stdout)
-    version = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
     found = f"{result.stdout.strip() or 'unknown version'} at {path}"
-    if version < MIN_BWRAP:
-        return Check("bubblewrap", False, found, "Hopx needs bubblewrap 0.5 or newer; upgrade it")
+    missing = missing_bwrap_options(path)
+    if missing:
+        return Check("bubblewrap", False, found, outdated_bwrap_message(path, missing))
     return Check("bubblewrap", True, found)
 
 

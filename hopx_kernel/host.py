@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import shutil
+import subprocess
 from collections.abc import Callable
 
 from jupyter_core.paths import jupyter_runtime_dir
 
+from runtime.bwrap import OPTIONS_USED
 from runtime.registry import sweep
 
 
@@ -21,15 +24,33 @@ def state_root() -> str:
 @functools.cache
 def check_host(bwrap: str) -> None:
     """Fail with what to install or enable when this host cannot run a sandbox at all."""
-    if not shutil.which(bwrap):
+    path = shutil.which(bwrap)
+    if not path:
         msg = (
             f"bubblewrap ({bwrap}) is not installed; install it, e.g. `apt install bubblewrap` "
             "or `dnf install bubblewrap`"
         )
         raise RuntimeError(msg)
+    missing = missing_bwrap_options(path)
+    if missing:
+        raise RuntimeError(outdated_bwrap_message(path, missing))
     problem = user_namespace_problem()
     if problem:
         raise RuntimeError(problem)
+
+
+def missing_bwrap_options(bwrap: str) -> list[str]:
+    """The options Hopx passes that this bubblewrap does not list in its --help."""
+    result = subprocess.run([bwrap, "--help"], capture_output=True, text=True, check=False)
+    known = set(re.findall(r"--[a-z][a-z-]*", result.stdout + result.stderr))
+    return [option for option in OPTIONS_USED if option not in known]
+
+
+def outdated_bwrap_message(bwrap: str, missing: list[str]) -> str:
+    return (
+        f"Upgrade bubblewrap to 0.8 or newer: {bwrap} lacks {', '.join(missing)}, "
+        "which Hopx needs to start a sandbox."
+    )
 
 
 def user_namespace_problem(proc: str = "/proc", euid: int | None = None) -> str | None:

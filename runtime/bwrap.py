@@ -61,6 +61,18 @@ PROC_MASKED_FILES = (
 PROC_MASKED_DIRS = ("acpi", "asound", "bus", "fs", "irq", "scsi")
 
 
+# Every bubblewrap option bwrap_argv uses: a bubblewrap without one of them (--disable-userns
+# came in 0.8) cannot start a sandbox, and the host check says which it lacks.
+OPTIONS_USED = (
+    *("--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts"),
+    "--unshare-cgroup-try",
+    *("--uid", "--gid", "--hostname", "--disable-userns", "--die-with-parent"),
+    *("--new-session", "--cap-drop", "--ro-bind", "--bind", "--symlink", "--proc", "--dev"),
+    *("--tmpfs", "--remount-ro", "--ro-bind-data", "--bind-data", "--chdir", "--seccomp"),
+    "--info-fd",
+)
+
+
 @dataclass(frozen=True)
 class HostLayout:
     """The host's root filesystem, as far as building a sandbox root is concerned."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
+from runtime.bwrap import OPTIONS_USED, SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.spec import CONNECTION_FILE, Channel, Limits, SandboxSpec
 
 LAYOUT = HostLayout(
@@ -162,3 +162,10 @@ def test_bubblewrap_runs_from_its_stage_when_it_was_staged() -> None:
         below_tmp, LAYOUT, FDS, scratch=SCRATCH, sources={"/tmp/tools/bwrap": "/tmp/.stage/3"}
     )
     assert staged[0] == "/tmp/.stage/3"
+
+
+def test_options_used_names_every_option_of_the_argv() -> None:
+    """OPTIONS_USED, what the host check asks bubblewrap for, is what bwrap_argv passes."""
+    argv = bwrap_argv(spec(workspace_mode="rw"), LAYOUT, FDS, scratch=SCRATCH)
+    options = {a for a in argv[: argv.index("--")] if a.startswith("--")}
+    assert options == set(OPTIONS_USED)

@@ -95,9 +95,28 @@ def test_doctor_without_bubblewrap_fails_with_the_fix(runtime_dir: Path) -> None
 
 FAKE_BWRAP = """#!/bin/sh
 if [ "$1" = "--version" ]; then echo "bubblewrap 0.8.0"; exit 0; fi
+if [ "$1" = "--help" ]; then exec bwrap --help; fi
 echo "bwrap: simulated setup failure" >&2
 exit 1
 """
+
+
+def test_doctor_names_what_an_old_bubblewrap_lacks(runtime_dir: Path, tmp_path: Path) -> None:
+    """bubblewrap 0.5 to 0.7 has no --disable-userns, which every sandbox start passes: the
+    doctor fails the first check naming the option and the version to upgrade to."""
+    tmp_path.chmod(0o755)
+    old = tmp_path / "bwrap"
+    old.write_text(
+        '#!/bin/sh\nif [ "$1" = "--version" ]; then echo "bubblewrap 0.5.0"; exit 0; fi\n'
+        "bwrap --help | grep -v -- --disable-userns\n"
+    )
+    old.chmod(0o755)
+    result = doctor("--json", "--bwrap", str(old))
+    assert result.returncode == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["bubblewrap"]["ok"] is False
+    assert checks["bubblewrap"]["fix"].startswith("Upgrade bubblewrap to 0.8 or newer")
+    assert "--disable-userns" in checks["bubblewrap"]["fix"]
 
 
 def test_doctor_reports_a_test_kernel_that_fails_to_start(runtime_dir: Path) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from hopx_kernel.host import check_host, user_namespace_problem
+from hopx_kernel.host import check_host, missing_bwrap_options, user_namespace_problem
 
 
 def fake_proc(tmp_path: Path, **values: str) -> str:
@@ -42,3 +43,19 @@ def test_ubuntu_apparmor_restriction(tmp_path: Path) -> None:
 def test_missing_bubblewrap_says_what_to_install() -> None:
     with pytest.raises(RuntimeError, match=r"apt install bubblewrap"):
         check_host("/nonexistent/bwrap")
+
+
+def test_bubblewrap_without_an_option_hopx_uses_says_to_upgrade(tmp_path: Path) -> None:
+    """Debian 11's bubblewrap 0.4 and RHEL 9's 0.5 have no --disable-userns: the check names
+    the option and the version to get instead of letting every start fail in bubblewrap."""
+    old = tmp_path / "bwrap"
+    help_text = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, check=True)
+    (tmp_path / "help.txt").write_text(help_text.stdout.replace("--disable-userns", ""))
+    old.write_text(f"#!/bin/sh\ncat {tmp_path / 'help.txt'}\n")
+    old.chmod(0o755)
+    assert missing_bwrap_options(str(old)) == ["--disable-userns"]
+    with pytest.raises(
+        RuntimeError, match=r"^Upgrade bubblewrap to 0.8 or newer: .* lacks --disable-userns"
+    ):
+        check_host(str(old))
+    assert missing_bwrap_options("bwrap") == []
