@@ -91,7 +91,7 @@ class SandboxExtendHandler(SandboxAPIHandler):
             return None
         try:
             request = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # deeply nested arrays exhaust the parser's stack
             raise web.HTTPError(400, 'the body must be JSON, e.g. {"seconds": 600}') from None
         seconds = request.get("seconds") if isinstance(request, dict) else "not an object"
         if seconds is None:

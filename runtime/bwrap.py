@@ -48,6 +48,9 @@ ETC_ALLOWLIST = (
 # files get /dev/null bound over them (unreadable: bubblewrap's binds are nodev), these
 # directories an empty read-only tmpfs.
 PROC_MASKED_FILES = (
+    "cmdline",  # the host's boot parameters
+    "config.gz",  # the host kernel's build configuration
+    "interrupts",
     "kallsyms",
     "kcore",
     "keys",
@@ -58,7 +61,7 @@ PROC_MASKED_FILES = (
     "timer_list",
     "timer_stats",
 )
-PROC_MASKED_DIRS = ("acpi", "asound", "bus", "fs", "irq", "scsi")
+PROC_MASKED_DIRS = ("acpi", "asound", "bus", "fs", "irq", "pressure", "scsi")
 
 
 # Every bubblewrap option bwrap_argv uses: a bubblewrap without one of them (--disable-userns

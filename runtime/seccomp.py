@@ -174,6 +174,9 @@ DENIED_SYSCALLS: Final[Mapping[str, int]] = {
     "kcmp": DENY,
     "pidfd_getfd": DENY,  # takes a copy of another process's file descriptor
     "process_madvise": DENY,
+    # memory hidden even from the kernel's direct map: pinned, unswappable, and unaccounted on
+    # older kernels
+    "memfd_secret": DENY,
     # kernel attack surface with a long CVE history
     "bpf": DENY,
     "perf_event_open": DENY,
@@ -518,6 +521,7 @@ X86_64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm/unistd_64.h
     "process_madvise": 440,
     "mount_setattr": 442,
     "quotactl_fd": 443,
+    "memfd_secret": 447,
     "set_mempolicy_home_node": 450,
     "fchmodat2": 452,
     "open_tree_attr": 467,
@@ -589,6 +593,7 @@ AARCH64_SYSCALLS: Final[Mapping[str, int | None]] = {  # asm-generic/unistd.h
     "process_madvise": 440,
     "mount_setattr": 442,
     "quotactl_fd": 443,
+    "memfd_secret": 447,
     "set_mempolicy_home_node": 450,
     "fchmodat2": 452,
     "open_tree_attr": 467,

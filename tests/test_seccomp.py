@@ -103,6 +103,7 @@ X86_64_DENIED: dict[str, tuple[int, int]] = {
     "process_madvise": (440, EPERM),
     "mount_setattr": (442, ENOSYS),
     "quotactl_fd": (443, EPERM),
+    "memfd_secret": (447, EPERM),
     "set_mempolicy_home_node": (450, EPERM),
     "open_tree_attr": (467, ENOSYS),  # Linux 6.15
 }
