@@ -21,6 +21,9 @@ from runtime.spec import Limits
 # Controllers that enforce the limits, keyed by the limit they enforce.
 CONTROLLER_OF_LIMIT = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
 CPU_PERIOD_US = 100_000
+# The most a sandbox's TCP sockets may hold in buffers on cgroup v1 (memory_limit if lower):
+# ample for its channels and loopback servers, small beside the host's tcp_mem.
+TCP_BUFFER_CAP = 32 * 1024 * 1024
 # Where a supervisor placed in a cgroup of its own (a systemd scope) moves itself on cgroup v2, so
 # that cgroup holds no process and may hand controllers down to the sandbox's cgroup beside it.
 SUPERVISOR_LEAF = "supervisor"
@@ -209,6 +212,29 @@ class SandboxCgroup:
             self.by_controller[controller] = (directory, hierarchy.version)
             if controller in wanted:
                 self._limit(controller, directory, hierarchy.version, limits)
+                if controller == "memory" and hierarchy.version == 1:
+                    self._limit_tcp_buffers(directory, limits, allow)
+
+    def _limit_tcp_buffers(self, directory: str, limits: Limits, allow: bool) -> None:
+        """cgroup v1 leaves socket buffers out of the memory limit, and TCP's and UDP's come
+        from pools for the whole host (tcp_mem, udp_mem): a sandbox could pin gigabytes there and
+        stall the network for everyone. Setting the cgroup's TCP counter turns on v1 socket
+        accounting, which charges the buffers of every TCP and UDP socket the sandbox makes to
+        that counter, and caps them. (v2 charges socket memory to memory.max.)"""
+        path = os.path.join(directory, "memory.kmem.tcp.limit_in_bytes")
+        if not os.path.exists(path):
+            self._unenforceable(
+                "socket buffer", "this kernel's cgroup v1 has no memory.kmem.tcp", allow
+            )
+            return
+        value = min(limits.memory, TCP_BUFFER_CAP)
+        try:
+            _write(path, str(value))
+        except OSError as e:
+            msg = (
+                f"cannot set memory.kmem.tcp.limit_in_bytes = {value} in {directory}: {e.strerror}"
+            )
+            raise CgroupError(msg) from e
 
     def _unenforceable(self, what: str, why: str, allow: bool) -> None:
         if not allow:

@@ -119,6 +119,12 @@ AF_PACKET: Final = 17
 SOCK_RAW: Final = 3
 SOCK_PACKET: Final = 10  # obsolete: the kernel turns (AF_INET, SOCK_PACKET) into AF_PACKET
 SOCK_TYPE_MASK: Final = 0xF  # the rest of `type` is SOCK_NONBLOCK / SOCK_CLOEXEC
+# Netlink protocols a kernel's libraries use: ROUTE (glibc's getaddrinfo and getifaddrs) and
+# SOCK_DIAG (ss, which sees only the sandbox's own sockets). Others carry host device events
+# (KOBJECT_UEVENT) or let processes message each other through unaccounted buffers (USERSOCK).
+NETLINK_ROUTE: Final = 0
+NETLINK_SOCK_DIAG: Final = 4
+EPROTONOSUPPORT: Final = 93
 
 # A file with these bits (or capabilities, which need privileges the sandbox lacks) runs with
 # its owner's rights for whoever starts it: through a read-write workspace, a host user's.
@@ -363,15 +369,16 @@ def _ioctl_rule(done: str) -> list[_Item]:
 
 
 def _socket_rule(done: str) -> list[_Item]:
-    # Only the families a kernel uses: unix, IP and netlink (glibc's getaddrinfo and getifaddrs
-    # need NETLINK_ROUTE). Any other (vsock, which ignores network namespaces; AF_ALG; families
+    # Only the families a kernel uses: unix, IP and netlink, and of netlink only ROUTE and
+    # SOCK_DIAG. Any other family (vsock, which ignores network namespaces; AF_ALG; families
     # a distribution kernel loads on demand) fails as a family the kernel lacks, as in Flatpak.
     # Packet and raw IP sockets see or forge other traffic: EPERM, as without CAP_NET_RAW.
     deny, unsupported, check_type = f"{done}.deny", f"{done}.unsupported", f"{done}.type"
+    netlink, no_protocol = f"{done}.netlink", f"{done}.no_protocol"
     return [
         load_arg(0),
         jeq(AF_UNIX, jt=done),
-        jeq(AF_NETLINK, jt=done),
+        jeq(AF_NETLINK, jt=netlink),
         jeq(AF_PACKET, jt=deny),
         jeq(AF_INET, jt=check_type),
         jeq(AF_INET6, jt=check_type, jf=unsupported),
@@ -380,10 +387,16 @@ def _socket_rule(done: str) -> list[_Item]:
         and_(SOCK_TYPE_MASK),
         jeq(SOCK_RAW, jt=deny),
         jeq(SOCK_PACKET, jt=deny, jf=done),
+        label(netlink),
+        load_arg(2),
+        jeq(NETLINK_ROUTE, jt=done),
+        jeq(NETLINK_SOCK_DIAG, jt=done, jf=no_protocol),
         label(deny),
         ret(DENY),
         label(unsupported),
         ret(errno_action(EAFNOSUPPORT)),
+        label(no_protocol),
+        ret(errno_action(EPROTONOSUPPORT)),
         label(done),
         ret(SECCOMP_RET_ALLOW),
     ]

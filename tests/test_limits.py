@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import Kernel, assert_no_leaks, cgroup_limits, wait_until
+from runtime.cgroups import TCP_BUFFER_CAP, CgroupHost
 
 StartKernel = Callable[..., Kernel]
 MiB = 1024**2
@@ -288,3 +289,126 @@ def test_max_lifetime_ends_the_kernel(
     kernel.kc.stop_channels()
     kernel.km.shutdown_kernel(now=True)
     assert_no_leaks(runtime_dir)
+
+
+# Inside the kernel: TCP connections to itself, PAIRS of them, each with the largest buffers the
+# host allows, filled without ever reading; reports how many bytes the kernel accepted.
+FILL_TCP_BUFFERS = """
+import json, socket
+BIG = 64 * 1024 * 1024  # asked for; the host caps it at twice net.core.[rw]mem_max
+chunk = b"x" * 65536
+held, queued = [], 0
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(PAIRS)
+for _ in range(PAIRS):
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BIG)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BIG)
+    client.setblocking(False)
+    held += [client, server]
+    try:
+        while True:
+            queued += client.send(chunk)
+    except BlockingIOError:
+        pass
+print(json.dumps({"queued": queued}))
+"""
+
+
+def socket_memory_bound(memory_limit: int) -> int:
+    """What a sandbox's socket buffers may pin, with room for the host's own traffic: the v1 cap
+    (TCP_BUFFER_CAP), or on cgroup v2 its memory limit, which they count against."""
+    memory = CgroupHost.detect().hierarchy_for("memory")
+    assert memory is not None
+    return (TCP_BUFFER_CAP if memory.version == 1 else memory_limit) + 16 * MiB
+
+
+def host_socket_memory(protocol: str) -> int:
+    """Bytes the host's `protocol` ("TCP" or "UDP") sockets hold in buffers, all namespaces."""
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith(f"{protocol}:"):
+            fields = line.split()
+            return int(fields[fields.index("mem") + 1]) * 4096
+    raise AssertionError(f"no {protocol} line in /proc/net/sockstat")
+
+
+def test_tcp_socket_buffers_count_against_the_sandbox(start_kernel: StartKernel) -> None:
+    """A 256M sandbox holding TCP connections to itself whose data it never reads pinned 1.2
+    GB of the host's TCP memory (tcp_mem, one pool for all) on cgroup v1. Now its buffers are
+    capped for that sandbox (cgroup v1: TCP_BUFFER_CAP, 32 MiB; v2: its memory limit): it
+    queues no more than that and the host's TCP memory grows by no more, while the kernel
+    lives on."""
+    kernel = start_kernel(memory_limit="256M")
+    before = host_socket_memory("TCP")
+    seen = kernel.value(f"PAIRS = 300\n{FILL_TCP_BUFFERS}", timeout=120)
+    grown = host_socket_memory("TCP") - before
+    print(f"\n  queued {seen['queued'] / MiB:.1f} MiB; host TCP memory grew {grown / MiB:.1f} MiB")
+    assert seen["queued"] < socket_memory_bound(256 * MiB)
+    assert grown < socket_memory_bound(256 * MiB)
+    assert kernel.km.is_alive()
+
+
+# Inside the kernel: RECEIVERS datagram sockets with the largest receive buffers the host
+# allows, each sent 12 MB it never reads.
+FILL_UDP_BUFFERS = """
+import json, socket
+held = []
+sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(RECEIVERS):
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024 * 1024)
+    receiver.bind(("127.0.0.1", 0))
+    held.append(receiver)
+    for _ in range(200):
+        sender.sendto(b"x" * 60000, receiver.getsockname())
+print(json.dumps({"receivers": len(held)}))
+"""
+
+
+def test_udp_socket_buffers_count_against_the_sandbox(start_kernel: StartKernel) -> None:
+    """Unread datagrams to 60 sockets of its own pinned 475 MiB of the host's UDP memory in a
+    256M sandbox on cgroup v1. The same cap as TCP's holds them (the v1 socket counter covers
+    every socket of the cgroup once it is on): the host's UDP memory grows by at most about
+    32 MiB, and the kernel lives on."""
+    kernel = start_kernel(memory_limit="256M")
+    before = host_socket_memory("UDP")
+    kernel.value(f"RECEIVERS = 60\n{FILL_UDP_BUFFERS}", timeout=120)
+    grown = host_socket_memory("UDP") - before
+    print(f"\n  host UDP memory grew {grown / MiB:.1f} MiB")
+    assert grown < socket_memory_bound(256 * MiB)
+    assert kernel.km.is_alive()
+
+
+def test_netlink_is_only_what_libraries_need(start_kernel: StartKernel) -> None:
+    """User-to-user netlink (USERSOCK) pinned 2 GiB of unaccounted buffers and KOBJECT_UEVENT
+    received the host's device events: both are refused, while ROUTE, which getaddrinfo and
+    if_nameindex use, works."""
+    kernel = start_kernel(memory_limit="256M")
+    seen = kernel.value(
+        textwrap.dedent(
+            """
+            import errno, json, socket
+            def netlink(protocol):
+                try:
+                    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol).close()
+                except OSError as e:
+                    return errno.errorcode[e.errno]
+                return "ok"
+            print(json.dumps({
+                "usersock": netlink(2), "uevent": netlink(15), "generic": netlink(16),
+                "route": netlink(0), "interfaces": [n for _, n in socket.if_nameindex()],
+                "localhost": bool(socket.getaddrinfo("localhost", 80, flags=socket.AI_ADDRCONFIG)),
+            }))
+            """
+        )
+    )
+    assert seen == {
+        "usersock": "EPROTONOSUPPORT",
+        "uevent": "EPROTONOSUPPORT",
+        "generic": "EPROTONOSUPPORT",
+        "route": "ok",
+        "interfaces": ["lo"],
+        "localhost": True,
+    }

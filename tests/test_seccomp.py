@@ -338,7 +338,11 @@ def test_denied_syscalls_aarch64(aarch64: bytes, name: str) -> None:
         pytest.param(NR_SOCKET, (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), id="socket-inet-dgram"),
         pytest.param(NR_SOCKET, (AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0), id="socket-inet6"),
         pytest.param(NR_SOCKET, (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), id="socket-unix"),
-        pytest.param(NR_SOCKET, (AF_NETLINK, SOCK_RAW, 0), id="socket-netlink-raw"),
+        pytest.param(NR_SOCKET, (AF_NETLINK, SOCK_RAW, 0), id="socket-netlink-route"),
+        pytest.param(
+            NR_SOCKET, (AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, 0), id="netlink-route-dgram"
+        ),
+        pytest.param(NR_SOCKET, (AF_NETLINK, SOCK_RAW, 4), id="socket-netlink-sock-diag"),
         pytest.param(NR_IOCTL, (0, TCGETS, 0x1000), id="ioctl-tcgets"),
         pytest.param(NR_IOCTL, (0, TIOCGWINSZ, 0x1000), id="ioctl-tiocgwinsz"),
         pytest.param(NR_IOCTL, (3, FIONREAD, 0x1000), id="ioctl-fionread"),
@@ -403,6 +407,17 @@ def test_allowed_x86_64(x86_64: bytes, nr: int, args: tuple[int, ...]) -> None:
 )
 def test_denied_by_argument_x86_64(x86_64: bytes, nr: int, args: tuple[int, ...]) -> None:
     assert decide(x86_64, nr, *args) == RET_EPERM
+
+
+# NETLINK_USERSOCK (2) and NETLINK_KOBJECT_UEVENT (15) among them.
+@pytest.mark.parametrize("protocol", [1, 2, 9, 12, 15, 16, 21, 31, 0xFFFF_FFFF])
+def test_netlink_protocols_but_route_and_sock_diag_are_not_supported(
+    x86_64: bytes, protocol: int
+) -> None:
+    """User-to-user netlink pinned gigabytes of unaccounted buffers and uevents carried the
+    host's device events: every netlink protocol but ROUTE and SOCK_DIAG is unsupported."""
+    for kind in (SOCK_RAW, SOCK_DGRAM | SOCK_CLOEXEC):
+        assert decide(x86_64, NR_SOCKET, AF_NETLINK, kind, protocol) == 0x00050000 | 93
 
 
 @pytest.mark.parametrize("family", [0, 3, AF_KEY, AF_BLUETOOTH, AF_ALG, AF_VSOCK, AF_XDP, 45, 255])
