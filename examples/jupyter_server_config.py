@@ -19,6 +19,13 @@ c.HopxProvisioner.workspace = "ro"
 c.HopxProvisioner.read_only_paths = []
 # Host paths hidden inside mounts (Jupyter's runtime and config dirs always are).
 c.HopxProvisioner.hidden_paths = []
+# Credential places below home folders hidden wherever a mount exposes them; [] shows them.
+c.HopxProvisioner.hidden_credentials = [
+    ".ssh", ".gnupg", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".config/gh",
+    ".config/rclone", ".password-store", ".local/share/keyrings", ".terraform.d", ".netrc",
+    ".git-credentials", ".pypirc", ".npmrc", ".yarnrc.yml", ".pgpass", ".my.cnf", ".boto",
+    ".s3cfg", ".databrickscfg", ".vault-token",
+]  # fmt: skip
 # Server environment variables (fnmatch patterns) passed to the kernel; tokens never are.
 c.HopxProvisioner.env_allowlist = ["LANG", "LANGUAGE", "LC_*", "TZ"]
 # Start even where a limit cannot be enforced (with a warning) instead of failing.
@@ -40,6 +47,8 @@ c.HopxProvisioner.cull_interval = "30s"
 c.HopxProvisioner.cgroup_parent = ""
 # Unprivileged servers on systemd hosts: each sandbox in a delegated `systemd-run --scope`.
 c.HopxProvisioner.systemd_scope = False
+# Largest ZeroMQ frame (one output's data) a kernel may send; a larger one stops it ("protocol").
+c.HopxProvisioner.max_frame_size = "256M"
 # How long the sandbox may take to set up before the start fails.
 c.HopxProvisioner.start_timeout = "30s"
 # The bubblewrap executable (default: bwrap on PATH).

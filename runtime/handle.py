@@ -181,6 +181,11 @@ class SupervisorHandle:
     def exit_reason(self) -> str:
         return str(self.exited.get("reason", "supervisor_died" if self.started else ""))
 
+    @property
+    def exit_detail(self) -> str:
+        """For reason "protocol": what the kernel sent, on which channel, and the bound."""
+        return str(self.exited.get("detail", ""))
+
     # -- cleanup --------------------------------------------------------------------------------
 
     def cleanup(self) -> None:

@@ -1,9 +1,15 @@
 """Byte relay from the host's unix sockets to the kernel's ports on the sandbox loopback.
 
 The supervisor lives in the sandbox's network namespace, so it can reach 127.0.0.1 there, while the
-unix sockets it listens on are paths in a host directory only the server's user can open. Bytes are
-spliced, not parsed: the ZeroMQ traffic is CurveZMQ-encrypted end to end and the relay never holds
-a key. One thread per direction keeps the copy loop in blocking C calls that release the GIL.
+unix sockets it listens on are paths in a host directory only the server's user can open. The
+ZeroMQ traffic is CurveZMQ-encrypted end to end and the relay never holds a key. What the client
+sends is spliced as it comes. What the kernel sends is hostile input for the client's libzmq, so
+its ZMTP framing is checked first (`runtime.zmtp`): greeting, frame headers and commands pass on
+once checked, and large message bodies are spliced, exactly as many bytes as their header
+announced. A kernel that breaks the framing, or sends a frame over its bound, loses the connection
+before its client has read the offending header, and the relay reports it (the supervisor stops
+the kernel, reason "protocol"). One thread per direction keeps the copy loops in blocking calls
+that release the GIL.
 """
 
 from __future__ import annotations
@@ -12,13 +18,20 @@ import contextlib
 import errno
 import os
 import socket
+import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from runtime.spec import SANDBOX_IP, Channel
+from runtime.zmtp import DEFAULT_MAX_FRAME_BYTES, KernelStream, ProtocolError
 
 CHUNK = 256 * 1024
+# What the kernel sends is read into a buffer of this size to be checked; it holds a whole command
+# with its header, the largest unit that must be complete before it is checked.
+CHECK_BUFFER = 256 * 1024
+# A message frame body with at least this much left, and nothing else pending, is spliced.
+SPLICE_AT_LEAST = 64 * 1024
 # How long a client connection waits for the kernel to start listening on its port.
 CONNECT_PATIENCE = 60.0
 # Meanwhile it tries again after a fiftieth of the time since the sandbox started, within these
@@ -32,13 +45,30 @@ _RETRYABLE = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EAGAIN}
 threading.stack_size(512 * 1024)
 
 
-class Relay:
-    """Listens on every channel's host socket and relays each accepted connection."""
+# Told which channel's kernel broke the protocol, and how (see runtime.zmtp.ProtocolError).
+ViolationHandler = Callable[[Channel, ProtocolError], None]
 
-    def __init__(self, channels: Iterable[Channel], alive: threading.Event) -> None:
+
+class Relay:
+    """Listens on every channel's host socket and relays each accepted connection.
+
+    max_frame: the largest message frame the kernel may send its client. on_violation: called
+    from a relay thread when the kernel has broken the protocol and its connection was cut;
+    by default it logs on stderr."""
+
+    def __init__(
+        self,
+        channels: Iterable[Channel],
+        alive: threading.Event,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME_BYTES,
+        on_violation: ViolationHandler | None = None,
+    ) -> None:
         self._channels = tuple(channels)
         # Cleared when the sandbox is gone, so pending connects stop waiting for it.
         self._alive = alive
+        self._max_frame = max_frame
+        self._on_violation = on_violation or _log_violation
         self.listeners: dict[int, tuple[socket.socket, Channel]] = {}
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -67,18 +97,18 @@ class Relay:
         except BlockingIOError:
             return
         client.setblocking(True)
-        threading.Thread(
-            target=self._serve, args=(client, channel.sandbox_port), daemon=True
-        ).start()
+        threading.Thread(target=self._serve, args=(client, channel), daemon=True).start()
 
-    def _serve(self, client: socket.socket, port: int) -> None:
-        kernel = self._connect(port)
+    def _serve(self, client: socket.socket, channel: Channel) -> None:
+        kernel = self._connect(channel.sandbox_port)
         if kernel is None:
             client.close()
             return
         with self._lock:
             self._open.update((client, kernel))
-        back = threading.Thread(target=_pump, args=(kernel, client), daemon=True)
+        back = threading.Thread(
+            target=self._pump_checked, args=(kernel, client, channel), daemon=True
+        )
         back.start()
         _pump(client, kernel)
         back.join()
@@ -86,6 +116,20 @@ class Relay:
             self._open.difference_update((client, kernel))
         client.close()
         kernel.close()
+
+    def _pump_checked(self, kernel: socket.socket, client: socket.socket, channel: Channel) -> None:
+        """Pass on what the kernel sends once checked; cut the connection at a violation."""
+        try:
+            with contextlib.suppress(OSError):
+                _relay_checked(kernel, client, KernelStream(self._max_frame))
+        except ProtocolError as e:
+            for sock in (client, kernel):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._on_violation(channel, e)
+            return
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_WR)
 
     def _connect(self, port: int) -> socket.socket | None:
         """A connection to the kernel's port, retried while the kernel is still starting."""
@@ -122,12 +166,56 @@ class Relay:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
+def _log_violation(channel: Channel, error: ProtocolError) -> None:
+    print(
+        f"hopx relay: cut off a kernel that broke the ZeroMQ protocol on its {channel.name} "
+        f"channel: it sent {error}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _pump(source: socket.socket, sink: socket.socket) -> None:
     """Move bytes until `source` ends, then pass the end on to `sink`."""
     with contextlib.suppress(OSError):
         _splice(source, sink)
     with contextlib.suppress(OSError):
         sink.shutdown(socket.SHUT_WR)
+
+
+def _relay_checked(source: socket.socket, sink: socket.socket, stream: KernelStream) -> None:
+    """Move what the kernel sends until it ends, each byte only once `stream` has checked it.
+
+    Bytes are read into a buffer and checked there; the checked ones are sent on and an
+    incomplete rest stays for the next read. A message frame's body with much left and nothing
+    pending goes through a pipe with splice(2), exactly the octets its header announced, so large
+    outputs never enter this process."""
+    buffer = bytearray(CHECK_BUFFER)
+    view = memoryview(buffer)
+    pending = 0  # read, not yet checked: an incomplete greeting part, frame header or command
+    pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        while True:
+            if not pending and stream.body_left >= SPLICE_AT_LEAST:
+                n = os.splice(source.fileno(), pipe_w, min(stream.body_left, CHUNK))
+                if not n:
+                    return
+                stream.passed(n)
+                while n:
+                    n -= os.splice(pipe_r, sink.fileno(), n)
+                continue
+            n = source.recv_into(view[pending:])
+            if not n:
+                return
+            end = pending + n
+            checked = stream.feed(view[:end])
+            if checked:
+                sink.sendall(view[:checked])
+            pending = end - checked
+            buffer[:pending] = view[checked:end]
+    finally:
+        os.close(pipe_r)
+        os.close(pipe_w)
 
 
 def _splice(source: socket.socket, sink: socket.socket) -> None:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from runtime.units import LimitError
+from runtime.zmtp import DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES
 
 WorkspaceMode = Literal["ro", "rw", "none"]
 WORKSPACE_MODES: tuple[WorkspaceMode, ...] = ("ro", "rw", "none")
@@ -98,6 +99,8 @@ class SandboxSpec:
     owner_files: tuple[str, ...] = ()
     # Hard cap on the sandbox's age in seconds, enforced by the supervisor; 0 disables it.
     max_lifetime: float = 0.0
+    # The largest ZeroMQ message frame the kernel may send its client (see runtime.zmtp).
+    max_frame_size: int = DEFAULT_MAX_FRAME_BYTES
     # Stop reason -> message the running cell ends with when the sandbox is stopped for that
     # reason (see runtime.stop_notice); empty for kernels that cannot show it.
     stop_notices: dict[str, str] = field(default_factory=dict)
@@ -117,6 +120,9 @@ class SandboxSpec:
             raise LimitError(msg)
         if not self.argv:
             msg = "the kernel command line is empty"
+            raise LimitError(msg)
+        if self.max_frame_size < MIN_MAX_FRAME_BYTES:
+            msg = f"max_frame_size {self.max_frame_size} is below 1M; use e.g. '256M'"
             raise LimitError(msg)
 
     def to_json(self) -> str:

@@ -8,6 +8,8 @@ The provisioner starts one supervisor per kernel start and talks to it over pipe
 - stdout carries events (JSON lines): ``started``, ``failed``, ``exited``.
 - SIGTERM from anyone else (`jupyter hopx kill`, an admin) stops the sandbox for reason
   "manual".
+- A kernel that breaks the ZeroMQ protocol towards its client (see `runtime.zmtp`) is killed
+  at once for reason "protocol"; the ``exited`` event's ``detail`` says what it sent.
 
 A graceful stop escalates while the supervisor keeps relaying, so the owner can still shut the
 kernel down cleanly: a stop notice to the kernel (see `runtime.stop_notice`), SIGTERM, SIGKILL.
@@ -41,9 +43,10 @@ from runtime.host_uids import UidClaim, UidsExhausted, claim_uid, parse_uid_rang
 from runtime.relay import Relay
 from runtime.sandbox_files import generated_files
 from runtime.seccomp import build_filter
-from runtime.spec import CONNECTION_FILE, MAX_SPEC_BYTES, SandboxSpec
+from runtime.spec import CONNECTION_FILE, MAX_SPEC_BYTES, Channel, SandboxSpec
 from runtime.stop_notice import STARTUP_FILE, notice_signal, startup_file
 from runtime.units import LimitError
+from runtime.zmtp import ProtocolError
 
 STATE_RECORD = "sandbox.json"
 PROCESS_NAME = "hopx-supervisor"
@@ -80,13 +83,20 @@ class Supervisor:
         self.owner_pid = owner_pid
         self.cgroup = SandboxCgroup(cgroup_name(spec.sandbox_id, os.getpid()))
         self.alive = threading.Event()
-        self.relay = Relay(spec.channels, self.alive)
+        self.relay = Relay(
+            spec.channels,
+            self.alive,
+            max_frame=spec.max_frame_size,
+            on_violation=self._on_protocol_violation,
+        )
         self.process: subprocess.Popen[bytes] | None = None
         self.sandbox_pid = 0
         self.started_at = time.time()
         self._stderr_tail = bytearray()
         self._oom_kills_at_start = 0
         self._stop_reason = ""
+        # What the kernel sent that broke the protocol, once it has.
+        self._violation = ""
         # The next step of a graceful stop under way: ("terminate" | "kill", when).
         self._escalation: tuple[str, float] | None = None
         self._signal_r, self._signal_w = os.pipe()
@@ -394,8 +404,11 @@ class Supervisor:
                         selector.unregister(0)
                         self.stop("owner_died", graceful=False)
                 elif key.data == "signal":
-                    os.read(self._signal_r, 64)
-                    self.stop("manual", graceful=True)
+                    wakeups = os.read(self._signal_r, 64)
+                    if b"p" in wakeups:
+                        self.stop("protocol", graceful=False)
+                    if b"t" in wakeups:
+                        self.stop("manual", graceful=True)
         selector.close()
         os.close(pidfd)
         return self.process.returncode
@@ -511,6 +524,25 @@ class Supervisor:
             return "oom"
         return "exited"
 
+    def exit_detail(self) -> str:
+        """What the owner should know beyond the reason: what a kernel stopped for "protocol"
+        sent."""
+        return self._violation if self._stop_reason == "protocol" else ""
+
+    def _on_protocol_violation(self, channel: Channel, error: ProtocolError) -> None:
+        """From a relay thread, whose connection is already cut: log what the kernel sent and
+        have the supervise loop stop the kernel."""
+        detail = f"on its {channel.name} channel it sent {error}"
+        if not self._violation:
+            self._violation = detail
+        print(
+            f"hopx supervisor: stopping sandbox {self.spec.sandbox_id} of kernel "
+            f"{self.spec.kernel_id}: it broke the ZeroMQ protocol: {detail} (protocol)",
+            file=sys.stderr,
+            flush=True,
+        )
+        os.write(self._signal_w, b"p")
+
     # -- cleanup --------------------------------------------------------------------------------
 
     def cleanup(self) -> None:
@@ -591,7 +623,7 @@ def main(owner_pid: int | None = None) -> int:
     finally:
         reason = supervisor.exit_reason()
         supervisor.cleanup()
-        emit("exited", status=status, reason=reason)
+        emit("exited", status=status, reason=reason, detail=supervisor.exit_detail())
         if reason == "owner_died":
             # Nobody is left to report this; stderr is still the owner's log (a file, journald).
             print(

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 from traitlets.config.loader import PyFileConfigLoader
 
-from conftest import Kernel, assert_no_leaks, cgroup_limits
+from conftest import FOLDER_OWNER, Kernel, assert_no_leaks, cgroup_limits
 from hopx_kernel.provisioner import HopxProvisioner
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -25,6 +25,7 @@ def test_kernelspec_with_custom_limits(
     workspace = runtime_dir / "notebooks"
     workspace.mkdir()
     workspace.chmod(0o755)  # the owner writes; a root server idmaps it for the sandbox
+    os.chown(workspace, FOLDER_OWNER, FOLDER_OWNER)  # read-write: never root's
     kernel = start_kernel(cwd=str(workspace), kernel_name="hopx-small")
     limits = cgroup_limits(kernel.cgroups)
     assert (limits.memory, limits.pids, limits.cpu_quota_us) == (512 << 20, 128, 50000)
