@@ -71,6 +71,7 @@ OPTIONS_USED = (
     "--unshare-cgroup-try",
     *("--uid", "--gid", "--hostname", "--disable-userns", "--die-with-parent"),
     *("--new-session", "--cap-drop", "--ro-bind", "--bind", "--symlink", "--proc", "--dev"),
+    "--dev-bind",
     *("--tmpfs", "--remount-ro", "--ro-bind-data", "--bind-data", "--chdir", "--seccomp"),
     "--info-fd",
 )
@@ -140,11 +141,13 @@ def bwrap_argv(
     fds: SandboxFds,
     *,
     scratch: Mapping[str, str],
+    ptys: str | None = None,
     sources: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The complete bubblewrap command line for `spec`.
 
-    `scratch` maps each of SCRATCH_DIRS to the capped tmpfs the supervisor mounted for it.
+    `scratch` maps each of SCRATCH_DIRS to the capped tmpfs the supervisor mounted for it, and
+    `ptys` names the devpts instance with a maximum it mounted for the sandbox's /dev/pts.
 
     `sources` maps a host path the sandbox should see (or the bubblewrap executable) to the path
     it is bound (or run) from. When the supervisor is root it stages paths the sandbox uid cannot
@@ -157,6 +160,7 @@ def bwrap_argv(
         *_namespaces(spec),
         *_system(layout),
         *[a for path in SCRATCH_DIRS for a in ("--bind", scratch[path], path)],
+        *(("--dev-bind", ptys, "/dev/pts") if ptys else ()),
         *_kernel_paths(spec, sources, layout.directories),
         *[a for dest, fd in sorted(fds.files.items()) for a in ("--ro-bind-data", str(fd), dest)],
         *[

@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Any
 
-from runtime import libc
+from runtime import libc, quotas
 from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup, parents_within_own_cgroup
 from runtime.host_uids import UidClaim, UidsExhausted, claim_uid, parse_uid_range
@@ -126,6 +126,8 @@ class Supervisor:
         # A network namespace needs a single-threaded process: do it before any thread starts.
         try:
             libc.enter_private_network(unprivileged=os.geteuid() != 0)
+            if os.geteuid() != 0:  # the sandbox will run as this uid: its quotas need caps
+                quotas.limit_user_namespace()
         except OSError as e:
             msg = (
                 f"cannot create a network namespace ({e.strerror}); user namespaces may be "
@@ -168,7 +170,14 @@ class Supervisor:
         idmaps = self._workspace_idmap() if self.uid_claim is not None else {}
         scratch_root = self._scratch_root()
         scratch = {path: f"{scratch_root}/{i}" for i, path in enumerate(SCRATCH_DIRS)}
-        argv = bwrap_argv(spec, HostLayout.detect(), fds, scratch=scratch, sources=staged)
+        argv = bwrap_argv(
+            spec,
+            HostLayout.detect(),
+            fds,
+            scratch=scratch,
+            ptys=f"{scratch_root}/pts",
+            sources=staged,
+        )
         inherited = [seccomp_fd, info_w, connection_fd, *file_fds.values()]
         # The forwarder thread starts only after fork: preexec_fn and threads do not mix.
         forwarder = threading.Thread(target=self._forward_stderr, args=(err_r,), daemon=True)
@@ -270,6 +279,7 @@ class Supervisor:
         # No core dumps: a crashing kernel must not write its memory (keys included) anywhere,
         # and the sandbox cannot raise a hard limit again.
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        quotas.limit_process()
         if self.uid_claim is not None:
             uid = self.uid_claim.uid  # the sandbox's own group has the same number
             self._stage(staged, idmaps, uid)
@@ -324,6 +334,10 @@ class Supervisor:
         for i in range(len(SCRATCH_DIRS)):
             os.mkdir(f"{root}/{i}", 0o755)
             libc.mount("hopx-scratch", f"{root}/{i}", "tmpfs", flags, options)
+        os.mkdir(f"{root}/pts", 0o755)
+        # Not nodev: /dev/pts/ptmx is the device that hands out the sandbox's terminals.
+        pts_flags = libc.MS_NOSUID | libc.MS_NOEXEC
+        libc.mount("devpts", f"{root}/pts", "devpts", pts_flags, quotas.devpts_options())
 
     def _read_info(self, info_r: int) -> int:
         """The sandbox's init pid, from bubblewrap's --info-fd; fails if bubblewrap gave up."""

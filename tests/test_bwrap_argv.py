@@ -166,6 +166,8 @@ def test_bubblewrap_runs_from_its_stage_when_it_was_staged() -> None:
 
 def test_options_used_names_every_option_of_the_argv() -> None:
     """OPTIONS_USED, what the host check asks bubblewrap for, is what bwrap_argv passes."""
-    argv = bwrap_argv(spec(workspace_mode="rw"), LAYOUT, FDS, scratch=SCRATCH)
+    argv = bwrap_argv(spec(workspace_mode="rw"), LAYOUT, FDS, scratch=SCRATCH, ptys="/run/x/pts")
+    assert ("/run/x/pts", "/dev/pts") in pairs(argv, "--dev-bind")
+    assert argv.index("/dev/pts") > argv.index("--dev")  # over the devpts bubblewrap mounts
     options = {a for a in argv[: argv.index("--")] if a.startswith("--")}
     assert options == set(OPTIONS_USED)

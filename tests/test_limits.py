@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import Kernel, assert_no_leaks, cgroup_limits, wait_until
+from runtime import quotas
 from runtime.cgroups import TCP_BUFFER_CAP, CgroupHost
 
 StartKernel = Callable[..., Kernel]
@@ -412,3 +413,29 @@ def test_netlink_is_only_what_libraries_need(start_kernel: StartKernel) -> None:
         "interfaces": ["lo"],
         "localhost": True,
     }
+
+
+# Inside the kernel: open pseudo-terminals until the kernel refuses one; report how many.
+OPEN_PTYS = """
+import errno, json, os
+held = []
+try:
+    while len(held) < 5000:
+        held.append(os.openpty())
+    error = None
+except OSError as e:
+    error = errno.errorcode[e.errno]
+print(json.dumps({"opened": len(held), "error": error}))
+"""
+
+
+def test_ptys_are_capped_per_sandbox(start_kernel: StartKernel) -> None:
+    """One sandbox opened 3071 ptys, all the host had outside its own devpts, and the next
+    sandbox got ENOSPC. Now each has a devpts instance of its own holding at most PTY_LIMIT:
+    the first stops there, and a second sandbox still gets its own."""
+    first = start_kernel()
+    seen = first.value(OPEN_PTYS)
+    print(f"\n  opened {seen['opened']} ptys, then {seen['error']}")
+    assert seen == {"opened": quotas.PTY_LIMIT, "error": "ENOSPC"}
+    second = start_kernel()
+    assert second.value(OPEN_PTYS.replace("5000", "3")) == {"opened": 3, "error": None}

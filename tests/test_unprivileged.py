@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import stat
@@ -27,7 +28,7 @@ import pytest
 import runtime
 from conftest import assert_no_leaks, cgroup_limits
 from hopx_kernel.kernelspec import kernelspec
-from runtime import libc
+from runtime import libc, quotas
 from runtime.cgroups import CgroupHost
 
 UID = GID = 65534
@@ -174,6 +175,9 @@ def assert_isolated(probe: dict[str, Any]) -> None:
     assert probe["proc_sys"] in ("OSError", "PermissionError")
     assert probe["workspace_write"] == "OSError"  # read-only workspace: EROFS
     assert probe["tmp_write"] == "allowed"
+    # Quotas counted per user, shared with the server's own uid, are capped for the sandbox.
+    assert probe["inotify_instances"] == quotas.USER_NAMESPACE_LIMITS["max_inotify_instances"]
+    assert probe["sigpending"] == [quotas.PROCESS_LIMITS[resource.RLIMIT_SIGPENDING]] * 2
 
 
 def test_unprivileged_server_runs_sandboxed_limited_kernels(

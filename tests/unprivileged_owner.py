@@ -32,6 +32,16 @@ PROBE = textwrap.dedent(
         "workspace_write": attempt(lambda: open("probe.txt", "w").write("x")),
         "tmp_write": attempt(lambda: open("/tmp/probe.txt", "w").write("x")),
     }
+    # Per-user quotas the sandbox shares with this server's uid: how much it can take.
+    import ctypes, resource
+    libc = ctypes.CDLL(None, use_errno=True)
+    instances = []
+    while len(instances) < 1000 and (fd := libc.inotify_init1(0)) >= 0:
+        instances.append(fd)
+    for fd in instances:
+        os.close(fd)
+    result["inotify_instances"] = len(instances)
+    result["sigpending"] = resource.getrlimit(resource.RLIMIT_SIGPENDING)
     print(json.dumps(result))
     """
 )
