@@ -432,7 +432,8 @@ class HopxProvisioner(KernelProvisionerBase):
             # jupyter_client does not clean up after a failed launch: leave nothing behind.
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self._km.cleanup_connection_file()
-            msg = f"Hopx sandbox for kernel {self.kernel_id} failed: {e}"
+            # What to do comes first: JupyterLab's dialog shows the message as one paragraph.
+            msg = f"{e} (Hopx could not start a sandbox for kernel {self.kernel_id}.)"
             raise RuntimeError(msg) from e
         self._pid = self.supervisor.pid
         if self.first_started is None:
@@ -460,8 +461,6 @@ class HopxProvisioner(KernelProvisionerBase):
             self._check_writable_folder_owner(workspace)
         if os.geteuid() == 0:
             self._check_uid_range_is_free()
-            if workspace:
-                self._check_sandbox_can_enter(workspace)
         python = cmd[0] if cmd else sys.executable
         read_only, symlinks = resolve_mounts([*python_paths(python), *self.read_only_paths])
         # Every Jupyter directory, not only the user's: an admin's token may sit in
@@ -569,19 +568,6 @@ class HopxProvisioner(KernelProvisionerBase):
             msg = (
                 f"Set workspace = 'ro', or give {folder} to an ordinary user (chown): it is owned "
                 "by root, and with workspace = 'rw' what the kernel writes there would be root's."
-            )
-            raise RuntimeError(msg)
-
-    @staticmethod
-    def _check_sandbox_can_enter(folder: str) -> None:
-        """A root server's sandbox runs as a uid of its own, which owns nothing on the host: fail
-        now, naming the folder, if others could not enter the notebook's folder (bubblewrap
-        would only say "Can't chdir")."""
-        if os.stat(folder).st_mode & 0o005 != 0o005:
-            msg = (
-                f"the notebook folder {folder} is not readable by the sandbox's uid, which is "
-                "not its owner's; make it readable (chmod o+rx), move the notebook to its own "
-                "folder, or set workspace = 'none'"
             )
             raise RuntimeError(msg)
 

@@ -222,13 +222,17 @@ class Supervisor:
     def _workspace_idmap(self) -> dict[str, int]:
         """A read-write notebook folder is mounted idmapped: its owner's files are the sandbox
         uid's inside, and what the kernel writes belongs to that owner on the host, not to a
-        uid that the next sandbox, with another uid, could not change.
+        uid that the next sandbox, with another uid, could not change. So is a read-only one
+        that others may not enter (a 0700 home, a server's own temporary folder): the sandbox
+        reads it as its owner would, as the notebook's user expects.
 
         Returns {folder: user namespace fd holding the mapping}."""
         spec, claim = self.spec, self.uid_claim
-        if claim is None or not spec.workspace or spec.workspace_mode != "rw":
+        if claim is None or not spec.workspace or spec.workspace_mode == "none":
             return {}
         owner = os.stat(spec.workspace)
+        if spec.workspace_mode == "ro" and owner.st_mode & 0o005 == 0o005:
+            return {}  # readable as it is: the sandbox sees what any other user would
         try:
             fd = libc.user_namespace_fd(
                 uid_map=f"{owner.st_uid} {claim.uid} 1", gid_map=f"{owner.st_gid} {claim.uid} 1"

@@ -252,6 +252,33 @@ def test_read_write_workspace_owned_by_root_is_refused(
     assert_no_leaks(runtime_dir)
 
 
+def test_read_only_workspace_others_cannot_enter_is_mounted_as_its_owners(
+    start_kernel: StartKernel, workspace: Path
+) -> None:
+    """A root JupyterLab serving a 0700 folder (its own temporary folder, /root) failed every
+    start: the sandbox's uid could not enter it. Now such a folder is mounted idmapped and read
+    only, so the kernel reads what its owner reads (a 0600 notebook), writes nothing, and the
+    owner's credentials there stay hidden; the folder's mode on the host is untouched."""
+    workspace.chmod(0o700)
+    private = workspace / "analysis.ipynb"
+    private.write_text("{}")
+    private.chmod(0o600)
+    (workspace / ".ssh").mkdir(mode=0o700)
+    (workspace / ".ssh" / "id_ed25519").write_text("PRIVATE KEY")
+    kernel = start_kernel(cwd=str(workspace))
+    seen = probe(
+        kernel,
+        """
+        print(json.dumps({"read": read("analysis.ipynb").decode(),
+                          "write": outcome(write, "new.txt"),
+                          "ssh": os.listdir(".ssh")}))
+        """,
+    )
+    assert seen == {"read": "{}", "write": ["OSError", "EROFS"], "ssh": []}
+    assert stat.S_IMODE(workspace.stat().st_mode) == 0o700
+    assert sorted(os.listdir(workspace)) == [".ssh", "analysis.ipynb", "notebook.txt"]
+
+
 # Inside the kernel: every way to give a file in the read-write workspace setuid or setgid bits
 # or capabilities, each outcome with the mode the file has afterwards.
 PRIVILEGED_FILES = """
