@@ -123,6 +123,9 @@ class Supervisor:
         self._oom_kills_at_start = self.cgroup.oom_kills()
         if spec.host_uid_range is not None:
             self.uid_claim = self._claim_host_uid(spec.host_uid_range)
+        # The channels' host sockets are bound first, in the host's network namespace: bound in
+        # the sandbox's, /proc/net/unix would show the kernel their paths.
+        self.relay.listen()
         # A network namespace needs a single-threaded process: do it before any thread starts.
         try:
             libc.enter_private_network(unprivileged=os.geteuid() != 0)
@@ -134,7 +137,6 @@ class Supervisor:
                 "disabled on this host (see the README's troubleshooting)"
             )
             raise StartError(msg) from e
-        self.relay.listen()
         self.alive.set()
         self._spawn_bwrap()
         self._write_state_record()

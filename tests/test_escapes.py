@@ -628,6 +628,25 @@ print(json.dumps({
 """
 
 
+def test_proc_net_unix_names_no_host_socket(start_kernel: StartKernel, runtime_dir: Path) -> None:
+    """/proc/net/unix lists the unix sockets of the sandbox's network namespace: the channels'
+    host sockets (bound in the runtime directory, named after the kernel) are not among them.
+    Control: a socket the kernel binds itself is."""
+    kernel = start_kernel()
+    listing = probe(
+        kernel,
+        """
+        import socket
+        own = socket.socket(socket.AF_UNIX)
+        own.bind("/tmp/own.sock")
+        print(json.dumps(open("/proc/net/unix").read()))
+        """,
+    )
+    assert "/tmp/own.sock" in listing
+    assert str(runtime_dir) not in listing
+    assert kernel.km.kernel_id not in listing
+
+
 def test_other_kernels_connection_files_are_out_of_reach(
     start_kernel: StartKernel, runtime_dir: Path
 ) -> None:
