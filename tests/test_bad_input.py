@@ -162,16 +162,42 @@ def test_missing_bubblewrap_says_to_install_it(
     assert_nothing_left(km, runtime_dir)
 
 
-def test_broken_bubblewrap_fails_cleanly(
+def test_no_bubblewrap_at_bwrap_path_fails_before_the_supervisor(
     kernels_dir: Path, runtime_dir: Path, workspace: Path, supervisor_starts: list[Any]
 ) -> None:
-    """The configured bwrap_path is what runs: one that is no bubblewrap (/bin/false) fails
-    the start with bubblewrap named in the error, and the supervisor cleans up completely."""
+    """The configured bwrap_path is what is checked: a program that is no bubblewrap
+    (/bin/false) fails the start with the upgrade named, before any supervisor starts."""
     name = write_raw_kernelspec(kernels_dir, "hopx-false", {**VALID, "bwrap_path": "/bin/false"})
+    km = manager(kernels_dir, name)
+    error = start_expecting_failure(km, workspace)
+    assert "Upgrade bubblewrap to 0.8 or newer: /bin/false lacks" in str(error)
+    assert supervisor_starts == []
+    assert_nothing_left(km, runtime_dir)
+
+
+def test_bubblewrap_that_fails_to_set_up_fails_cleanly(
+    kernels_dir: Path,
+    runtime_dir: Path,
+    workspace: Path,
+    supervisor_starts: list[Any],
+    tmp_path: Path,
+) -> None:
+    """The configured bwrap_path is what runs: one that passes the options check but fails
+    every sandbox fails the start with bubblewrap named, and the supervisor cleans up."""
+    real = shutil.which("bwrap")
+    assert real
+    broken = tmp_path / "bwrap"
+    broken.write_text(
+        f'#!/bin/sh\nif [ "$1" = --help ]; then exec {real} --help; fi\n'
+        'echo "bwrap: setting up uid map: Permission denied" >&2\nexit 1\n'
+    )
+    broken.chmod(0o755)
+    name = write_raw_kernelspec(kernels_dir, "hopx-broken", {**VALID, "bwrap_path": str(broken)})
     km = manager(kernels_dir, name)
     error = start_expecting_failure(km, workspace)
     assert len(supervisor_starts) == 1
     assert "bubblewrap could not set up the sandbox" in str(error)
+    assert "setting up uid map: Permission denied" in str(error)
     assert_nothing_left(km, runtime_dir)
 
 
