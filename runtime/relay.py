@@ -10,6 +10,11 @@ announced. A kernel that breaks the framing, or sends a frame over its bound, lo
 before its client has read the offending header, and the relay reports it (the supervisor stops
 the kernel, reason "protocol"). One thread per direction keeps the copy loops in blocking calls
 that release the GIL.
+
+Two things a direct TCP connection gives the kernel's ROUTER sockets, the relay gives too. The
+kernel completes the CurveZMQ handshakes of one channel in the order their clients connected
+(see `_HandshakeTurn`: otherwise a reconnecting session can lose its shell replies). And a client
+that has gone takes its kernel-side connection with it, whether or not the kernel closes its end.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import socket
 import sys
 import threading
@@ -41,6 +47,10 @@ CONNECT_PATIENCE = 60.0
 RETRY_FRACTION = 1 / 50
 RETRY_BOUNDS = (0.001, 0.02)
 _RETRYABLE = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EAGAIN}
+# How long a connection waits for the handshake of the one accepted before it on its channel,
+# once that one has reached the kernel (see _HandshakeTurn). A CurveZMQ handshake takes a few
+# milliseconds; a client that stalls in the middle of one delays the next by this much at most.
+HANDSHAKE_PATIENCE = 10.0
 
 threading.stack_size(512 * 1024)
 
@@ -70,6 +80,8 @@ class Relay:
         self._max_frame = max_frame
         self._on_violation = on_violation or _log_violation
         self.listeners: dict[int, tuple[socket.socket, Channel]] = {}
+        # Per listener, the turn of the connection accepted last.
+        self._last_turns: dict[int, _HandshakeTurn] = {}
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._started = time.monotonic()
@@ -97,31 +109,53 @@ class Relay:
         except BlockingIOError:
             return
         client.setblocking(True)
-        threading.Thread(target=self._serve, args=(client, channel), daemon=True).start()
+        # Accepted here, in the order the clients connected, so that is the order of turns.
+        turn = _HandshakeTurn(self._last_turns.get(fd))
+        self._last_turns[fd] = turn
+        threading.Thread(target=self._serve, args=(client, channel, turn), daemon=True).start()
 
-    def _serve(self, client: socket.socket, channel: Channel) -> None:
-        kernel = self._connect(channel.sandbox_port)
-        if kernel is None:
-            client.close()
-            return
+    def _serve(self, client: socket.socket, channel: Channel, turn: _HandshakeTurn) -> None:
+        try:
+            turn.wait()
+            kernel = self._connect(channel.sandbox_port)
+            turn.connected.set()
+            if kernel is None:
+                client.close()
+                return
+            self._relay(client, kernel, channel, turn)
+        finally:
+            turn.end()
+
+    def _relay(
+        self, client: socket.socket, kernel: socket.socket, channel: Channel, turn: _HandshakeTurn
+    ) -> None:
         with self._lock:
             self._open.update((client, kernel))
         back = threading.Thread(
-            target=self._pump_checked, args=(kernel, client, channel), daemon=True
+            target=self._pump_checked, args=(kernel, client, channel, turn), daemon=True
         )
         back.start()
         _pump(client, kernel)
+        if _hung_up(client):
+            # The client has closed, not only ended its sending: nothing the kernel sends can
+            # reach it any more. Cut the kernel's side too, rather than wait for the kernel to
+            # close it: libzmq leaves open, unread, a connection whose routing id another
+            # connection took over, and that would pin this connection's threads.
+            with contextlib.suppress(OSError):
+                kernel.shutdown(socket.SHUT_RDWR)
         back.join()
         with self._lock:
             self._open.difference_update((client, kernel))
         client.close()
         kernel.close()
 
-    def _pump_checked(self, kernel: socket.socket, client: socket.socket, channel: Channel) -> None:
+    def _pump_checked(
+        self, kernel: socket.socket, client: socket.socket, channel: Channel, turn: _HandshakeTurn
+    ) -> None:
         """Pass on what the kernel sends once checked; cut the connection at a violation."""
         try:
             with contextlib.suppress(OSError):
-                _relay_checked(kernel, client, KernelStream(self._max_frame))
+                _relay_checked(kernel, client, KernelStream(self._max_frame), turn.settled.set)
         except ProtocolError as e:
             for sock in (client, kernel):
                 with contextlib.suppress(OSError):
@@ -166,6 +200,50 @@ class Relay:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
+class _HandshakeTurn:
+    """A relayed connection's place in the order of its channel's handshakes with the kernel.
+
+    A connection connects to the kernel once the connection accepted before it on the same
+    channel has connected (or given up), and at most HANDSHAKE_PATIENCE later once the kernel
+    has completed that one's handshake (or the connection has ended): the kernel then completes
+    the handshakes of a channel in the order their clients connected, as it does when they
+    connect to it directly.
+
+    Why the order matters: jupyter_server gives every websocket of a session the session's
+    routing id on shell, control and stdin, and ipykernel's ROUTER sockets (ROUTER_HANDOVER)
+    give a routing id to the connection whose handshake completed last. The connection they
+    take it from gets no more messages, and libzmq leaves it open without reading it. A
+    websocket aborted right after its upgrade and a new one for the same session (JupyterLab
+    on page load, on a network blip, Kernel Gateway) leave the server holding both for a
+    moment, the aborted one connected first. With one thread pair per connection, the relay
+    could let the aborted one's handshake complete last: it took the routing id, was closed,
+    and the new websocket never got a shell reply (the notebook stayed at "Unknown").
+
+    The relay cannot tell which connections claim the same routing id (it is encrypted), so
+    the order holds for all of a channel's connections; a connection that waits, waits for
+    one handshake, a few milliseconds.
+    """
+
+    def __init__(self, before: _HandshakeTurn | None) -> None:
+        self._before = before
+        # This connection's connect to the kernel is over, made or not.
+        self.connected = threading.Event()
+        # The kernel has sent this connection's READY, so it has already handed the connection
+        # to the socket (libzmq does that before it sends READY); or the connection has ended.
+        self.settled = threading.Event()
+
+    def wait(self) -> None:
+        """Wait for the turn of the connection accepted before this one."""
+        before, self._before = self._before, None  # no chain of every connection ever made
+        if before is not None:
+            before.connected.wait(CONNECT_PATIENCE + HANDSHAKE_PATIENCE)
+            before.settled.wait(HANDSHAKE_PATIENCE)
+
+    def end(self) -> None:
+        self.connected.set()
+        self.settled.set()
+
+
 def _log_violation(channel: Channel, error: ProtocolError) -> None:
     print(
         f"hopx relay: cut off a kernel that broke the ZeroMQ protocol on its {channel.name} "
@@ -183,8 +261,22 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         sink.shutdown(socket.SHUT_WR)
 
 
-def _relay_checked(source: socket.socket, sink: socket.socket, stream: KernelStream) -> None:
-    """Move what the kernel sends until it ends, each byte only once `stream` has checked it.
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer of a unix stream socket has closed it (or shut down both directions),
+    as opposed to having only ended its sending."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)  # POLLHUP is reported whatever is asked for
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
+
+
+def _relay_checked(
+    source: socket.socket,
+    sink: socket.socket,
+    stream: KernelStream,
+    on_ready: Callable[[], None],
+) -> None:
+    """Move what the kernel sends until it ends, each byte only once `stream` has checked it;
+    `on_ready` is called once the kernel has sent its READY command.
 
     Bytes are read into a buffer and checked there; the checked ones are sent on and an
     incomplete rest stays for the next read. A message frame's body with much left and nothing
@@ -193,6 +285,7 @@ def _relay_checked(source: socket.socket, sink: socket.socket, stream: KernelStr
     buffer = bytearray(CHECK_BUFFER)
     view = memoryview(buffer)
     pending = 0  # read, not yet checked: an incomplete greeting part, frame header or command
+    ready = False
     pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
     try:
         while True:
@@ -209,6 +302,9 @@ def _relay_checked(source: socket.socket, sink: socket.socket, stream: KernelStr
                 return
             end = pending + n
             checked = stream.feed(view[:end])
+            if not ready and stream.ready:
+                ready = True
+                on_ready()
             if checked:
                 sink.sendall(view[:checked])
             pending = end - checked

@@ -115,6 +115,11 @@ class KernelStream:
             done += step
         return done
 
+    @property
+    def ready(self) -> bool:
+        """Whether the kernel has sent its READY command, which completes its handshake."""
+        return self._ready
+
     def passed(self, count: int) -> None:
         """`count` octets of the current message frame's body went to the client unread."""
         if not 0 < count <= self.body_left:
