@@ -143,6 +143,7 @@ def bwrap_argv(
     scratch: Mapping[str, str],
     ptys: str | None = None,
     sources: Mapping[str, str] | None = None,
+    cgroups: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
     """The complete bubblewrap command line for `spec`.
 
@@ -153,6 +154,8 @@ def bwrap_argv(
     it is bound (or run) from. When the supervisor is root it stages paths the sandbox uid cannot
     reach (a home directory with mode 0700) in a private mount namespace; otherwise every path
     is used as it is.
+
+    `cgroups` pairs each of the sandbox's cgroup directories with where it is seen, read only.
     """
     sources = sources or {}
     return [
@@ -161,6 +164,7 @@ def bwrap_argv(
         *_system(layout),
         *[a for path in SCRATCH_DIRS for a in ("--bind", scratch[path], path)],
         *(("--dev-bind", ptys, "/dev/pts") if ptys else ()),
+        *[a for directory, inside in cgroups for a in ("--ro-bind", directory, inside)],
         *_kernel_paths(spec, sources, layout.directories),
         *[a for dest, fd in sorted(fds.files.items()) for a in ("--ro-bind-data", str(fd), dest)],
         *[

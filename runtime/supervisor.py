@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Any
 
-from runtime import libc, quotas
+from runtime import libc, own_size, quotas
 from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup, parents_within_own_cgroup
 from runtime.host_uids import UidClaim, UidsExhausted, claim_uid, parse_uid_range
@@ -152,6 +152,9 @@ class Supervisor:
     def _spawn_bwrap(self) -> None:
         spec = self.spec
         files = generated_files(spec.hostname)
+        cpus = own_size.online_cpus(spec.limits.cpus, own_size.host_online_cpus())
+        if cpus is not None:
+            files[own_size.CPU_ONLINE] = cpus.encode()
         if spec.stop_notices:
             files[STARTUP_FILE] = startup_file(spec.stop_notices)
         file_fds = {dest: _data_fd(data) for dest, data in files.items()}
@@ -179,6 +182,7 @@ class Supervisor:
             scratch=scratch,
             ptys=f"{scratch_root}/pts",
             sources=staged,
+            cgroups=own_size.cgroup_binds(self.cgroup.by_controller),
         )
         inherited = [seccomp_fd, info_w, connection_fd, *file_fds.values()]
         # The forwarder thread starts only after fork: preexec_fn and threads do not mix.

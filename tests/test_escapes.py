@@ -108,6 +108,7 @@ def test_host_files_outside_the_mounts_are_invisible(
             "secret_dir": ls(os.path.dirname(SECRET)),
             "root": ls("/root"), "root_ssh": outcome(read, "/root/.ssh/authorized_keys"),
             "home": ls("/home"), "run": ls("/run"), "run_hopx": ls("/run/hopx"), "sys": ls("/sys"),
+            "sys_fs": ls("/sys/fs"), "sys_cpu": ls("/sys/devices/system/cpu"),
             "hostname": read("/etc/hostname").decode(),
             "users": sorted(l.split(":")[0] for l in read("/etc/passwd").decode().splitlines()),
             "pid1_exe": os.readlink("/proc/1/exe"),
@@ -136,7 +137,11 @@ def test_host_files_outside_the_mounts_are_invisible(
     assert seen["home"] == ["sandbox"]
     assert seen["run"] == ["hopx"]
     assert seen["run_hopx"] == ["kernel.json"]
-    assert seen["sys"] == "ENOENT"
+    # Of /sys only the sandbox's own cgroup and, under a CPU limit below the host's CPUs, its
+    # online CPUs.
+    assert set(seen["sys"]) <= {"devices", "fs"}, seen["sys"]
+    assert seen["sys_fs"] == ["cgroup"]
+    assert seen["sys_cpu"] in ("ENOENT", ["online"])
     assert seen["hostname"] == "hopx\n"
     assert seen["hostname"] != Path("/etc/hostname").read_text()
     assert seen["users"] == ["nobody", "root", "sandbox"]
@@ -939,16 +944,19 @@ def test_no_host_devices(start_kernel: StartKernel) -> None:
                 for name in dirs + files
                 if stat.S_ISCHR(os.lstat(os.path.join(root, name)).st_mode)
             ),
-            "sys": os.path.exists("/sys"),
-            "sys_firmware": os.path.exists("/sys/firmware"),
+            "sys": sorted(os.listdir("/sys")),
+            "sys_host": [p for p in ["/sys/firmware", "/sys/kernel", "/sys/class", "/sys/block",
+                                     "/sys/bus", "/sys/devices/system/cpu/cpu0"]
+                         if os.path.exists(p)],
         }))
         """,
     )
     assert set(seen["entries"]) <= ALLOWED_DEV, seen["entries"]
     # The only device nodes: null, zero, full, random, urandom, tty and the pty multiplexer.
     assert seen["char_devices"] == sorted(CHAR_DEVICES), seen["char_devices"]
-    assert seen["sys"] is False  # so no /sys/firmware, /sys/kernel, ... either
-    assert seen["sys_firmware"] is False
+    # /sys holds the sandbox's own cgroup and online CPUs (test_limits), nothing of the host's.
+    assert set(seen["sys"]) <= {"devices", "fs"}, seen["sys"]
+    assert seen["sys_host"] == []
     assert "blk" not in seen["kinds"].values()
     assert not any(seen["present"].values()), seen["present"]
     assert seen["core"] == ["FileNotFoundError", "ENOENT"]

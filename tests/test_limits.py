@@ -5,6 +5,7 @@ are written to the host's cgroups before the sandbox runs."""
 from __future__ import annotations
 
 import logging
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -271,6 +272,65 @@ def test_limits_are_written_to_the_host_cgroups(start_kernel: StartKernel) -> No
         """,
     )
     assert inside == 32 * MiB
+
+
+SIZE_SEEN_INSIDE = """
+import json, os, psutil
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        return type(e).__name__
+
+def memory_limit():  # cgroup v2, else v1, as dask and the JVM look for it
+    v2 = read("/sys/fs/cgroup/memory.max")
+    return v2 if v2[0].isdigit() else read("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+def cpu_quota():  # cgroup v2, else v1, as joblib's loky looks for it
+    v2 = read("/sys/fs/cgroup/cpu.max")
+    if v2[0].isdigit():
+        return v2.split()
+    v1 = "/sys/fs/cgroup/cpu/cpu.cfs_"
+    return [read(v1 + "quota_us"), read(v1 + "period_us")]
+
+def try_write(path):
+    try:
+        with open(path, "w") as f:
+            f.write("max")
+        return "written"
+    except OSError as e:
+        return type(e).__name__
+
+print(json.dumps({
+    "cpu_count": os.cpu_count(),
+    "psutil_cpus": psutil.cpu_count(),
+    "memory_limit": memory_limit(),
+    "cpu_quota": cpu_quota(),
+    "write": try_write("/sys/fs/cgroup/memory.max" if os.path.exists("/sys/fs/cgroup/memory.max")
+                       else "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+}))
+"""
+
+
+def test_a_sandbox_sees_its_own_cpu_and_memory_limits(start_kernel: StartKernel) -> None:
+    """Libraries that size themselves see the sandbox's limits, not the host's: os.cpu_count()
+    (and psutil's) gives the CPUs cpu_limit allows, and the sandbox's own cgroup, read only,
+    gives memory.max or memory.limit_in_bytes and the CPU quota where dask, the JVM and joblib
+    look for them."""
+    host_cpus = os.cpu_count() or 1
+    kernel = start_kernel(memory_limit="256M", cpu_limit=0.5)
+    seen = run_json(kernel, SIZE_SEEN_INSIDE)
+    assert seen["cpu_count"] == 1, (seen, host_cpus)
+    assert seen["psutil_cpus"] == 1, seen
+    assert seen["memory_limit"] == str(256 * MiB), seen
+    assert [int(v) for v in seen["cpu_quota"]] == [50000, 100000], seen
+    assert seen["write"] in ("OSError", "PermissionError"), seen
+
+    # Without a CPU limit, every online CPU of the host.
+    unlimited = start_kernel(cpu_limit=0)
+    assert run_json(unlimited, SIZE_SEEN_INSIDE)["cpu_count"] == host_cpus
 
 
 def test_max_lifetime_ends_the_kernel(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from runtime import own_size
 from runtime.units import (
     LimitError,
     format_duration,
@@ -73,3 +74,36 @@ def test_format_size(n: int, text: str) -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_cpu_lists_parse_and_format_as_the_kernel_writes_them() -> None:
+    assert own_size.parse_cpu_list("0-3,6,8-9\n") == [0, 1, 2, 3, 6, 8, 9]
+    assert own_size.format_cpu_list([0, 1, 2, 3, 6, 8, 9]) == "0-3,6,8-9"
+    assert own_size.format_cpu_list([5]) == "5"
+
+
+def test_online_cpus_follow_the_cpu_limit() -> None:
+    assert own_size.online_cpus(0.5, "0-7\n") == "0\n"
+    assert own_size.online_cpus(2.5, "0,2,4-7\n") == "0,2,4\n"
+    # No limit, a limit of every CPU, or no host figure: the host's stands.
+    assert own_size.online_cpus(0, "0-7\n") is None
+    assert own_size.online_cpus(8, "0-7\n") is None
+    assert own_size.online_cpus(1, "") is None
+
+
+def test_cgroup_directories_are_seen_where_containers_see_them() -> None:
+    v2 = {"memory": ("/cg/hopx-1", 2), "cpu": ("/cg/hopx-1", 2), "pids": ("/cg/hopx-1", 2)}
+    assert own_size.cgroup_binds(v2) == [("/cg/hopx-1", "/sys/fs/cgroup")]
+    hybrid = {
+        "memory": ("/cg/memory/hopx-1", 1),
+        "cpu": ("/cg/cpu,cpuacct/hopx-1", 1),
+        "cpuacct": ("/cg/cpu,cpuacct/hopx-1", 1),
+        "pids": ("/cg/unified/hopx-1", 2),
+    }
+    assert own_size.cgroup_binds(hybrid) == [
+        ("/cg/cpu,cpuacct/hopx-1", "/sys/fs/cgroup/cpu"),
+        ("/cg/cpu,cpuacct/hopx-1", "/sys/fs/cgroup/cpuacct"),
+        ("/cg/memory/hopx-1", "/sys/fs/cgroup/memory"),
+        ("/cg/unified/hopx-1", "/sys/fs/cgroup/unified"),
+    ]
+    assert own_size.cgroup_binds({}) == []
