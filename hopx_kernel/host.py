@@ -27,8 +27,8 @@ def check_host(bwrap: str) -> None:
     path = shutil.which(bwrap)
     if not path:
         msg = (
-            f"bubblewrap ({bwrap}) is not installed; install it, e.g. `apt install bubblewrap` "
-            "or `dnf install bubblewrap`"
+            "Install bubblewrap, e.g. `apt install bubblewrap` or `dnf install bubblewrap`, or "
+            f"set bwrap_path to where it is: {bwrap} is not installed."
         )
         raise RuntimeError(msg)
     missing = missing_bwrap_options(path)
@@ -60,21 +60,21 @@ def user_namespace_problem(proc: str = "/proc", euid: int | None = None) -> str 
         (
             "sys/user/max_user_namespaces",
             lambda v: v == "0",
-            "user namespaces are disabled (user.max_user_namespaces = 0); enable them with "
-            "`sysctl -w user.max_user_namespaces=15000`",
+            "Enable user namespaces with `sysctl -w user.max_user_namespaces=15000`: this host "
+            "disables them (user.max_user_namespaces = 0).",
         ),
         (
             "sys/kernel/unprivileged_userns_clone",
             lambda v: v == "0" and unprivileged,
-            "unprivileged user namespaces are disabled; enable them with "
-            "`sysctl -w kernel.unprivileged_userns_clone=1`",
+            "Enable unprivileged user namespaces with "
+            "`sysctl -w kernel.unprivileged_userns_clone=1`: this host disables them.",
         ),
         (
             "sys/kernel/apparmor_restrict_unprivileged_userns",
             lambda v: v == "1" and unprivileged,
-            "AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+); allow bwrap with an "
-            "AppArmor profile (see the README's troubleshooting section) or run "
-            "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`",
+            "Allow bwrap with an AppArmor profile (see the README's troubleshooting) or run "
+            "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`: AppArmor restricts "
+            "unprivileged user namespaces here (Ubuntu 23.10+).",
         ),
     ]
     for path, is_bad, message in checks:

@@ -364,8 +364,8 @@ class HopxProvisioner(KernelProvisionerBase):
         channel_prefix = os.path.join(self.state_dir, "ch")
         if len(channel_prefix) + 2 > _MAX_SOCKET_PATH:
             msg = (
-                f"the runtime directory {jupyter_runtime_dir()!r} is too deep for unix sockets; "
-                "set JUPYTER_RUNTIME_DIR to a shorter path"
+                "Set JUPYTER_RUNTIME_DIR to a shorter path: the runtime directory "
+                f"{jupyter_runtime_dir()!r} is too deep for unix sockets."
             )
             raise RuntimeError(msg)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
@@ -405,8 +405,8 @@ class HopxProvisioner(KernelProvisionerBase):
         if reason:
             self._km.stop_restarter()
             msg = (
-                f"Hopx kernel {self.kernel_id} was stopped ({reason}) and is not restarted; "
-                "start a new kernel"
+                f"Start a new kernel: Hopx kernel {self.kernel_id} was stopped ({reason}) and "
+                "is not restarted."
             )
             raise RuntimeError(msg)
 
@@ -554,9 +554,8 @@ class HopxProvisioner(KernelProvisionerBase):
         taken = accounts_in_range(parse_uid_range("sandbox_uid_range", self.sandbox_uid_range))
         if taken:
             msg = (
-                f"sandbox_uid_range {self.sandbox_uid_range} holds host accounts: "
-                f"{', '.join(taken[:3])}; choose a range no account uses, e.g. "
-                f"'{DEFAULT_UID_RANGE}'"
+                f"Set sandbox_uid_range to a range no account uses, e.g. '{DEFAULT_UID_RANGE}': "
+                f"{self.sandbox_uid_range} holds host accounts: {', '.join(taken[:3])}."
             )
             raise RuntimeError(msg)
 

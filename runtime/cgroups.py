@@ -239,8 +239,9 @@ class SandboxCgroup:
     def _unenforceable(self, what: str, why: str, allow: bool) -> None:
         if not allow:
             msg = (
-                f"cannot enforce the {what} limit: {why}. Fix the host (see the README's "
-                "troubleshooting), or set allow_unenforced_limits = True to run without it."
+                "Fix the host (see the README's troubleshooting), or set "
+                f"allow_unenforced_limits = True to start without a {what} limit: Hopx "
+                f"cannot enforce the {what} limit here ({why})."
             )
             raise CgroupError(msg)
         self.unenforced.append(f"{what}: {why}")
@@ -386,8 +387,9 @@ def _enable_v2_controllers(directory: str, controllers: frozenset[str]) -> None:
         _write(control, " ".join(f"+{c}" for c in missing))
     except OSError as e:
         msg = (
-            f"cannot enable {', '.join(missing)} in {control}: {e.strerror}. A cgroup v2 parent "
-            "that holds processes cannot delegate controllers; name an empty parent cgroup."
+            "Set cgroup_parent to an empty cgroup: a cgroup v2 parent that holds processes "
+            f"cannot delegate controllers (enabling {', '.join(missing)} in {control}: "
+            f"{e.strerror})."
         )
         raise CgroupError(msg) from e
 
@@ -445,8 +447,8 @@ def parents_within_own_cgroup(host: CgroupHost) -> dict[str, str]:
             _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
         except OSError as e:
             msg = (
-                f"cannot move into {leaf}: {e.strerror}; the cgroup this supervisor started in "
-                "is not delegated to it (for a systemd scope: Delegate=yes)"
+                "Delegate the cgroup this server runs in to its user (for a systemd scope: "
+                f"Delegate=yes): the supervisor cannot move into {leaf} ({e.strerror})."
             )
             raise CgroupError(msg) from e
     return own

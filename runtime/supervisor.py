@@ -133,8 +133,8 @@ class Supervisor:
                 quotas.limit_user_namespace()
         except OSError as e:
             msg = (
-                f"cannot create a network namespace ({e.strerror}); user namespaces may be "
-                "disabled on this host (see the README's troubleshooting)"
+                "Enable user namespaces on this host (see the README's troubleshooting): the "
+                f"sandbox's network namespace could not be made ({e.strerror})."
             )
             raise StartError(msg) from e
         self.alive.set()
@@ -146,7 +146,7 @@ class Supervisor:
         try:
             return claim_uid(parse_uid_range("sandbox_uid_range", uid_range))
         except (LimitError, UidsExhausted) as e:
-            msg = f"{e}; stop a kernel, or widen sandbox_uid_range"
+            msg = f"Stop a kernel, or widen sandbox_uid_range: {e}."
             raise StartError(msg) from e
 
     def _spawn_bwrap(self) -> None:
@@ -209,7 +209,10 @@ class Supervisor:
         forwarder.start()
         if failure is not None:
             forwarder.join(1.0)  # the child's own account of what failed
-            msg = f"cannot start bubblewrap: {self._stderr_tail_text() or failure}"
+            msg = (
+                "Check that bwrap_path names a working bubblewrap: it could not be run "
+                f"({self._stderr_tail_text() or failure})."
+            )
             raise StartError(msg)
         self.sandbox_pid = self._read_info(info_r)
 
@@ -281,9 +284,10 @@ class Supervisor:
                     f.write("0")
             except OSError as e:
                 msg = (
-                    f"cannot join {os.path.dirname(procs)}: {e.strerror}. On cgroup v2 only a "
-                    "process already inside a subtree delegated to its user may move into it: "
-                    "run the server inside cgroup_parent, or set systemd_scope = True"
+                    "Run the server inside cgroup_parent, or set systemd_scope = True: the "
+                    f"sandbox cannot join {os.path.dirname(procs)} ({e.strerror}); on cgroup v2 "
+                    "only a process already inside a subtree delegated to its user may move "
+                    "into it."
                 )
                 raise CgroupError(msg) from e
         # No core dumps: a crashing kernel must not write its memory (keys included) anywhere,
@@ -361,8 +365,8 @@ class Supervisor:
             status = self.process.wait()
             time.sleep(0.05)  # let the stderr forwarder catch bubblewrap's last words
             msg = (
-                f"bubblewrap could not set up the sandbox (exit {status}): "
-                f"{self._stderr_tail_text()}"
+                "Run `jupyter hopx doctor` to see what this host lacks: bubblewrap could not "
+                f"set up the sandbox (exit {status}): {self._stderr_tail_text()}"
             )
             raise StartError(msg) from None
 

@@ -157,7 +157,7 @@ def test_missing_bubblewrap_says_to_install_it(
     km = manager(kernels_dir, name)
     error = start_expecting_failure(km, workspace)
     assert "/nonexistent/bwrap" in str(error)
-    assert "install bubblewrap" in str(error)
+    assert "Install bubblewrap" in str(error)
     assert supervisor_starts == []
     assert_nothing_left(km, runtime_dir)
 

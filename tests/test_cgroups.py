@@ -60,7 +60,8 @@ def test_v2_writes_limits_and_delegates_controllers(tmp_path: Path) -> None:
 
 def test_missing_controller_fails_unless_allowed(tmp_path: Path) -> None:
     host = fake_v2(tmp_path, "memory cpu")
-    with pytest.raises(CgroupError, match=r"cannot enforce the pids limit.*allow_unenforced"):
+    fix_first = r"allow_unenforced_limits = True to start without a pids limit.*cannot enforce"
+    with pytest.raises(CgroupError, match=fix_first):
         SandboxCgroup.create(host, "hopx-test", LIMITS)
     assert not (tmp_path / "hopx-test").exists()  # a failed create leaves no directory
     cgroup = SandboxCgroup.create(host, "hopx-test", LIMITS, allow_unenforced=True)
