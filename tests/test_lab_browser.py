@@ -132,3 +132,34 @@ def test_a_page_opened_after_the_warning_went_out_still_shows_it(
     expect(warning).to_contain_text("late.ipynb")
     shoot(late, "09-late-page-warning")
     late.close()
+
+
+def test_a_start_error_shows_the_fix_in_full(
+    lab: Server, browser: Browser, make_kernelspec: Callable[..., str]
+) -> None:
+    """A Hopx kernel that cannot start (workspace = "rw" on a folder owned by root) brings
+    JupyterLab's "Error Starting Kernel" dialog, whose message starts with what to do and wraps
+    inside the dialog: none of it is cut off or needs scrolling sideways."""
+    make_kernelspec("hopx-rw", workspace="rw")
+    path = write_notebook(lab, "refused.ipynb", "hopx-rw")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{lab.url}/lab/workspaces/refused/tree/{path}?reset&token={lab.token}")
+    dialog = page.locator(".jp-Dialog", has_text="Error Starting Kernel")
+    message = dialog.locator(".jp-Dialog-body pre").first
+    expect(message).to_contain_text("it is owned by root", timeout=UI_TIMEOUT)
+    shoot(page, "lab-start-error-dialog")
+    text = message.inner_text()
+    assert text.startswith("Set workspace = 'ro', or give "), text
+    assert "Hopx could not start a sandbox for kernel" in text
+    fits = message.evaluate(
+        "pre => { const body = pre.closest('.jp-Dialog-body');"
+        " const box = pre.getBoundingClientRect(), room = body.getBoundingClientRect();"
+        " return {overflow: pre.scrollWidth - pre.clientWidth,"
+        " bodyOverflow: body.scrollWidth - body.clientWidth,"
+        " right: box.right - room.right}; }"
+    )
+    assert fits["overflow"] <= 0, fits
+    assert fits["bodyOverflow"] <= 0, fits
+    assert fits["right"] <= 1, fits
+    assert lab.api("GET", "/api/kernels").json() == []
+    page.close()
