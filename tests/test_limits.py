@@ -442,6 +442,55 @@ def test_udp_socket_buffers_count_against_the_sandbox(start_kernel: StartKernel)
     assert kernel.km.is_alive()
 
 
+# Inside the kernel: PAIRS unix socket pairs with the largest send buffers the host allows
+# (8 MiB each here), each filled with data never read.
+FILL_UNIX_BUFFERS = """
+import socket
+held = []
+chunk = b"x" * 65536
+for _ in range(PAIRS):
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 20)
+    a.setblocking(False)
+    held.append((a, b))
+    try:
+        while True:
+            a.send(chunk)
+    except BlockingIOError:
+        pass
+"""
+
+
+def host_available_memory() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no MemAvailable in /proc/meminfo")
+
+
+def test_unix_socket_buffers_count_against_the_sandbox(start_kernel: StartKernel) -> None:
+    """Unread data in unix socket pairs is kernel memory the host cannot reclaim: 300 pairs
+    would queue over 2 GiB. It is charged to the sandbox's memory cgroup, so a 256M sandbox is
+    killed for memory (reason "oom") long before, and the host loses no more than the limit."""
+    kernel = start_kernel(memory_limit="256M")
+    handle = kernel.km.provisioner.supervisor
+    before = host_available_memory()
+    lowest = before
+    kernel.kc.execute(f"PAIRS = 300\n{FILL_UNIX_BUFFERS}")
+
+    def died() -> bool:
+        nonlocal lowest
+        lowest = min(lowest, host_available_memory())
+        return not kernel.km.is_alive()
+
+    assert wait_until(died, 120)
+    assert wait_until(lambda: handle.exited, 10)
+    assert handle.exited["reason"] == "oom"
+    taken = before - lowest
+    print(f"\n  host memory taken at most {taken / MiB:.0f} MiB")
+    assert taken < 256 * MiB + 64 * MiB
+
+
 def test_netlink_is_only_what_libraries_need(start_kernel: StartKernel) -> None:
     """User-to-user netlink (USERSOCK) pinned 2 GiB of unaccounted buffers and KOBJECT_UEVENT
     received the host's device events: both are refused, while ROUTE, which getaddrinfo and
