@@ -101,6 +101,8 @@ export function stopReasonText(reason: string | undefined): string {
       return 'ran out of memory and was killed';
     case 'owner_died':
       return 'was stopped because its server went away';
+    case 'protocol':
+      return 'was stopped: it sent its client what the ZeroMQ protocol does not allow (a frame over max_frame_size, or broken framing)';
     default:
       return `stopped (${reason ?? 'unknown reason'})`;
   }

@@ -38,7 +38,8 @@ export class CullNotifier {
         Notification.info(`${name} ${stopReasonText(event.reason)}.`, { autoClose: false });
         break;
       case 'stopped':
-        if (event.reason === 'oom') {
+        // Stops the user did not ask for and that a restart may repeat.
+        if (event.reason === 'oom' || event.reason === 'protocol') {
           Notification.error(`${name} ${stopReasonText(event.reason)}.`, { autoClose: false });
         }
         break;

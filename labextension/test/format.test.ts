@@ -71,6 +71,7 @@ test('stopReasonText explains every stop reason', () => {
   assert.match(stopReasonText('manual'), /killed by hand/);
   assert.match(stopReasonText('oom'), /out of memory/);
   assert.match(stopReasonText('owner_died'), /server went away/);
+  assert.match(stopReasonText('protocol'), /ZeroMQ protocol/);
   assert.equal(stopReasonText('exited'), 'stopped (exited)');
 });
 
