@@ -273,7 +273,27 @@ def review_server(config: ServerConfig) -> list[Check]:
             "on: a terminal runs commands on the host, outside any sandbox",
             "lockdown turns them off; or set c.ServerApp.terminals_enabled = False",
         )
-    return [lockdown, terminals, _review_kernelspecs(config)]
+    findings = [lockdown, terminals, _review_kernelspecs(config)]
+    if config.read_write:
+        findings.append(_review_links(config))
+    return findings
+
+
+def _review_links(config: ServerConfig) -> Check:
+    """Only for servers with read-write notebook folders, where a kernel can plant links."""
+    names = ", ".join(config.read_write)
+    if not config.follows_links:
+        return Check(
+            "file links", True, f"{config.contents_manager} follows none (read-write: {names})"
+        )
+    return Check(
+        "file links",
+        False,
+        f"{config.contents_manager} follows symbolic links, and {names} mount their notebook "
+        "folder read-write: a link a kernel makes there has the server read and write outside it",
+        "leave ServerApp.contents_manager_class unset with the hopx_kernel server extension "
+        "enabled, or set it to hopx_kernel.contents.HopxContentsManager",
+    )
 
 
 def _review_kernelspecs(config: ServerConfig) -> Check:

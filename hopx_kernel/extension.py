@@ -1,7 +1,8 @@
-"""The Hopx jupyter_server extension: the timeout policy, its REST API and its events.
+"""The Hopx jupyter_server extension: the timeout policy, its REST API and its events, and a
+contents manager that follows no symbolic link (hopx_kernel.contents).
 
 Enabled on install (`etc/jupyter/jupyter_server_config.d/hopx_kernel.json`); `jupyter server
-extension list` shows it. It only acts on kernels started by the Hopx provisioner.
+extension list` shows it. Its timeout policy only acts on kernels started by the Hopx provisioner.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 
-from hopx_kernel import events
+from hopx_kernel import contents, events
 from hopx_kernel.culler import Culler
 from hopx_kernel.handlers import default_handlers
 
@@ -21,6 +22,12 @@ class HopxExtension(ExtensionApp):
     load_other_extensions = True
 
     culler: Culler | None = None
+
+    def _link_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Called by jupyter_server once its config is loaded, before it makes its managers: the
+        one moment the contents manager's class can still be chosen."""
+        super()._link_jupyter_server_extension(serverapp)
+        contents.install(serverapp)
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None

@@ -5,7 +5,9 @@
 - lists and starts only kernelspecs that start under Hopx (`kernelspec.starts_under_hopx`); any
   other start is refused before a process exists, with a message saying what to pick instead;
 - sends its pages LOCKDOWN_CSP, under which JupyterLab, and kernel outputs rendered in sandboxed
-  frames (which inherit it), load nothing from other hosts.
+  frames (which inherit it), load nothing from other hosts;
+- serves its files with hopx_kernel.contents.HopxContentsManager, which follows no symbolic link
+  a kernel may have planted in a read-write notebook folder.
 
 It is an extension of its own rather than a setting of the `hopx_kernel` extension because a
 `jupyter_server_config.d/*.json` file, which is what `jupyter hopx install --lockdown` writes (and
@@ -13,8 +15,9 @@ what an image or a package can drop in), can only enable or disable extensions: 
 ignores every other setting in those files.
 
 Lockdown holds or the server does not start: if it cannot be applied (a bad setting, kernels on a
-Kernel Gateway), the server exits, as JupyterHub's single-user extension does when its
-authentication cannot be set up, instead of serving without it.
+Kernel Gateway, a contents manager class that follows links), the server exits, as JupyterHub's
+single-user extension does when its authentication cannot be set up, instead of serving without
+it.
 """
 
 from __future__ import annotations
@@ -178,6 +181,24 @@ def _link_jupyter_server_extension(serverapp: Any) -> None:
         HopxLockdown(parent=serverapp)  # a bad setting stops the server now
         serverapp.terminals_enabled = False
         serverapp.log.info("Hopx lockdown: terminals are off")
+        _serve_files_without_links(serverapp)
+
+
+def _serve_files_without_links(serverapp: Any) -> None:
+    """The contents manager is chosen now, before the server makes it: HopxContentsManager
+    unless the admin chose one; one that follows links is refused."""
+    from hopx_kernel import contents  # noqa: PLC0415 - jupyter_server's contents stack
+
+    contents.install(serverapp)
+    chosen = serverapp.contents_manager_class
+    if contents.follows_links(chosen):
+        msg = (
+            f"ServerApp.contents_manager_class is {chosen.__module__}.{chosen.__qualname__}, "
+            "which follows symbolic links: in a notebook folder a kernel can write, a link the "
+            "kernel made would have the server read and write files outside it. Leave the "
+            f"setting unset, or set it to {contents.CLASS_NAME} (or a class built on it)"
+        )
+        raise LockdownError(msg)
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
