@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from runtime.network_policy import normalise_name
+from runtime.network_policy import is_host_name, normalise_name
 
 # A connection must have named its destination within this many bytes (a ClientHello in one
 # full TLS record, or an HTTP request line and headers); a caller still told NEED_MORE by then
@@ -55,8 +55,7 @@ _TLS_HANDSHAKE = 0x16
 _CLIENT_HELLO = 0x01
 _SERVER_NAME = 0x0000
 _HOST_NAME = 0x00
-_HTTP_METHOD = re.compile(rb"^[A-Z]{1,16}(?: |$)")
-_HOST_CHARS = re.compile(r"^[a-z0-9._-]+$")
+_HTTP_METHOD = re.compile(rb"[A-Z]{1,16} ")
 
 
 def destination_name(first: bytes) -> Answer:
@@ -199,7 +198,7 @@ def _checked_name(raw: bytes | str, what: str) -> str:
     except UnicodeError:
         msg = f"{what} that is not ASCII"
         raise _Bad(msg) from None
-    if not 0 < len(name) <= 253 or not _HOST_CHARS.match(name):
+    if not is_host_name(name):
         msg = f"{what} that is not a host name"
         raise _Bad(msg)
     return name
@@ -207,7 +206,7 @@ def _checked_name(raw: bytes | str, what: str) -> str:
 
 # --- HTTP ----------------------------------------------------------------------------------------
 
-_REQUEST_LINE = re.compile(rb"^([A-Z]{1,16}) (\S{1,8000}) HTTP/1\.[01]$")
+_REQUEST_LINE = re.compile(rb"([A-Z]{1,16}) (\S{1,8000}) HTTP/1\.[01]")
 _ABSOLUTE = re.compile(r"^[a-z][a-z0-9+.-]*://([^/?#]*)", re.IGNORECASE)
 
 
@@ -221,7 +220,7 @@ def _http(first: bytes) -> Named | _NeedMore:
             raise _Bad(msg)
         return NEED_MORE
     lines = first[:end].split(b"\r\n")
-    request = _REQUEST_LINE.match(lines[0])
+    request = _REQUEST_LINE.fullmatch(lines[0])
     if not request:
         msg = "a request line that is not HTTP/1"
         raise _Bad(msg)

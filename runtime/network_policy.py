@@ -81,9 +81,9 @@ PRIVATE_BLOCKS: tuple[IPNetwork, ...] = tuple(
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _6TO4 = ipaddress.IPv6Network("2002::/16")
 
-_NAME_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
-_PORT_SUFFIX = re.compile(r"^(?P<host>.*?)(?::(?P<ports>\d{1,5}(?:-\d{1,5})?))?$")
-_BRACKETED = re.compile(r"^\[(?P<network>[^\]]+)\](?::(?P<ports>\d{1,5}(?:-\d{1,5})?))?$")
+_NAME_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+_PORT_SUFFIX = re.compile(r"(?P<host>.*?)(?::(?P<ports>\d{1,5}(?:-\d{1,5})?))?")
+_BRACKETED = re.compile(r"\[(?P<network>[^\]]+)\](?::(?P<ports>\d{1,5}(?:-\d{1,5})?))?")
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,13 @@ def normalise_name(name: str) -> str:
     return name
 
 
+def is_host_name(name: str) -> bool:
+    """Whether `name`, normalised, is a host name DNS can carry: dot-separated labels of
+    letters, digits, hyphens and underscores, at most 253 characters."""
+    labels = name.split(".")
+    return 0 < len(name) <= 253 and all(_NAME_LABEL.fullmatch(label) for label in labels)
+
+
 def parse_rules(field: str, entries: Iterable[object]) -> tuple[Rule, ...]:
     """The rules of one setting (`network_allow`, say), presets expanded; the error for a bad
     entry names the setting and gives a valid example."""
@@ -251,7 +258,7 @@ def parse_rule(field: str, text: str, source: str | None = None) -> Rule:
     if "://" in text:
         msg = f"{field} entry {text!r} is a URL; write its host and port, e.g. 'pypi.org:443'"
         raise LimitError(msg)
-    bracketed = _BRACKETED.match(text)
+    bracketed = _BRACKETED.fullmatch(text)
     if bracketed:
         host, ports_text = bracketed["network"], bracketed["ports"]
     elif text.count(":") > 1:  # IPv6 without brackets: no port
@@ -263,7 +270,7 @@ def parse_rule(field: str, text: str, source: str | None = None) -> Rule:
             raise LimitError(msg)
         host, ports_text = text, None
     else:
-        parts = _PORT_SUFFIX.match(text)
+        parts = _PORT_SUFFIX.fullmatch(text)
         assert parts is not None  # every string matches
         host, ports_text = parts["host"], parts["ports"]
     ports = _parse_ports(field, text, ports_text)
@@ -279,14 +286,13 @@ def parse_rule(field: str, text: str, source: str | None = None) -> Rule:
         raise LimitError(msg)
     wildcard = host.startswith("*.")
     name = normalise_name(host[2:] if wildcard else host) if host else ""
-    labels = name.split(".")
-    if not name or len(name) > 253 or not all(_NAME_LABEL.match(label) for label in labels):
+    if not is_host_name(name):
         msg = (
             f"{field} entry {text!r} is not a host name, '*.domain', address block or "
             "preset; use e.g. 'pypi.org:443', '*.pythonhosted.org' or '10.1.2.0/24:5432'"
         )
         raise LimitError(msg)
-    if wildcard and len(labels) < 2:
+    if wildcard and "." not in name:
         msg = (
             f"{field} entry {text!r} would match every name under a top-level domain; "
             "name a domain, e.g. '*.pythonhosted.org'"
