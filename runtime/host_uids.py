@@ -3,19 +3,18 @@
 Two sandboxes are then different users on the host: were a namespace escaped, one could still
 not signal, trace or open what belongs to another, nor to a host daemon running as `nobody`.
 
-A uid is claimed by holding an exclusive lock on `<claims dir>/<uid>` for the sandbox's whole
-life. The kernel drops the lock when the supervisor ends, however it ends, so a SIGKILLed
-supervisor never strands a uid; its file is reused or swept later.
+A uid is claimed (runtime.claims) by holding an exclusive lock on `<claims dir>/<uid>` for the
+sandbox's whole life.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from runtime.claims import Claim, sweep, try_claim
 from runtime.units import LimitError
 
 CLAIMS_DIR = "/run/hopx-kernel/uids"
@@ -85,47 +84,19 @@ class UidsExhausted(RuntimeError):
     pass
 
 
-@dataclass
-class UidClaim:
-    uid: int
-    path: str
-    fd: int
-
-    def release(self) -> None:
-        """Give the uid back; call only once no process of the sandbox is left."""
-        if self.fd < 0:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)  # still locked: no other claimer holds this inode yet
-        os.close(self.fd)
-        self.fd = -1
-
-
-def claim_uid(uids: UidRange, claims_dir: str = CLAIMS_DIR) -> UidClaim:
-    """Lock the first uid of `uids` that no other sandbox holds and no host process runs as."""
+def claim_uid(uids: UidRange, claims_dir: str = CLAIMS_DIR) -> Claim:
+    """Lock the first uid of `uids` that no other sandbox holds and no host process runs as;
+    the claim's `number` is the uid."""
     os.makedirs(claims_dir, mode=0o700, exist_ok=True)
     in_use = _uids_of_processes()
     for uid in uids:
         if uid in in_use:
             continue
-        claim = _try_lock(os.path.join(claims_dir, str(uid)), uid)
+        claim = try_claim(claims_dir, uid)
         if claim is not None:
             return claim
     msg = f"all {len(uids)} sandbox uids of {uids} are in use"
     raise UidsExhausted(msg)
-
-
-def _try_lock(path: str, uid: int) -> UidClaim | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # The holder unlinks its file on release: a lock on an unlinked inode claims nothing.
-        if os.fstat(fd).st_ino == os.stat(path).st_ino:
-            return UidClaim(uid, path, fd)
-    except (BlockingIOError, FileNotFoundError):
-        pass
-    os.close(fd)
-    return None
 
 
 def _uids_of_processes() -> set[int]:
@@ -147,13 +118,5 @@ def _uids_of_processes() -> set[int]:
 
 
 def sweep_claims(claims_dir: str = CLAIMS_DIR) -> list[str]:
-    """Remove the claim files of supervisors that died without releasing them."""
-    removed = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(claims_dir):
-            if entry.name.isdigit():
-                claim = _try_lock(entry.path, int(entry.name))
-                if claim is not None:
-                    claim.release()
-                    removed.append(entry.path)
-    return removed
+    """Remove the uid claim files of supervisors that died without releasing them."""
+    return sweep(claims_dir)

@@ -40,7 +40,8 @@ from typing import Any
 from runtime import libc, own_size, quotas
 from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup, parents_within_own_cgroup
-from runtime.host_uids import UidClaim, UidsExhausted, claim_uid, parse_uid_range
+from runtime.claims import Claim
+from runtime.host_uids import UidsExhausted, claim_uid, parse_uid_range
 from runtime.kernel_log import KernelLog, neutralise
 from runtime.relay import Relay
 from runtime.sandbox_files import generated_files
@@ -104,7 +105,7 @@ class Supervisor:
         self._escalation: tuple[str, float] | None = None
         self._signal_r, self._signal_w = os.pipe()
         # The sandbox's own host uid, when a root supervisor took one from the range.
-        self.uid_claim: UidClaim | None = None
+        self.uid_claim: Claim | None = None
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -142,7 +143,7 @@ class Supervisor:
         self._write_state_record()
 
     @staticmethod
-    def _claim_host_uid(uid_range: str) -> UidClaim:
+    def _claim_host_uid(uid_range: str) -> Claim:
         try:
             return claim_uid(parse_uid_range("sandbox_uid_range", uid_range))
         except (LimitError, UidsExhausted) as e:
@@ -244,10 +245,11 @@ class Supervisor:
             return {}  # readable as it is: the sandbox sees what any other user would
         try:
             fd = libc.user_namespace_fd(
-                uid_map=f"{owner.st_uid} {claim.uid} 1", gid_map=f"{owner.st_gid} {claim.uid} 1"
+                uid_map=f"{owner.st_uid} {claim.number} 1",
+                gid_map=f"{owner.st_gid} {claim.number} 1",
             )
         except OSError as e:
-            _warn_not_idmapped(spec.workspace, claim.uid, e)
+            _warn_not_idmapped(spec.workspace, claim.number, e)
             return {}
         return {spec.workspace: fd}
 
@@ -295,7 +297,7 @@ class Supervisor:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         quotas.limit_process()
         if self.uid_claim is not None:
-            uid = self.uid_claim.uid  # the sandbox's own group has the same number
+            uid = self.uid_claim.number  # the sandbox's own group has the same number
             self._stage(staged, idmaps, uid)
             self._mount_scratch(scratch_root, uid, uid)
             os.setgroups([])
@@ -408,7 +410,7 @@ class Supervisor:
 
     @property
     def host_uid(self) -> int:
-        return self.uid_claim.uid if self.uid_claim is not None else os.getuid()
+        return self.uid_claim.number if self.uid_claim is not None else os.getuid()
 
     # -- run ------------------------------------------------------------------------------------
 

@@ -95,7 +95,7 @@ def hold_claim(claims_dir: str, uids: str) -> subprocess.Popen[str]:
     code = (
         "import sys; from runtime.host_uids import claim_uid, parse_uid_range\n"
         f"c = claim_uid(parse_uid_range('r', {uids!r}), {claims_dir!r})\n"
-        "print(c.uid, flush=True); sys.stdin.read()\n"
+        "print(c.number, flush=True); sys.stdin.read()\n"
     )
     holder = subprocess.Popen(
         [sys.executable, "-c", code],
@@ -116,7 +116,7 @@ def test_claims_are_exclusive_and_die_with_their_holder(claims_dir: str) -> None
     assert first.stdout is not None
     assert first.stdout.readline().strip() == "1879048300"
     second = claim_uid(parse_uid_range("r", uids), claims_dir)
-    assert second.uid == 1879048301
+    assert second.number == 1879048301
     with pytest.raises(UidsExhausted, match="all 2 sandbox uids of 1879048300-1879048301"):
         claim_uid(parse_uid_range("r", uids), claims_dir)
     first.kill()
@@ -124,7 +124,7 @@ def test_claims_are_exclusive_and_die_with_their_holder(claims_dir: str) -> None
     assert sweep_claims(claims_dir) == [f"{claims_dir}/1879048300"]
     assert sorted(os.listdir(claims_dir)) == ["1879048301"]  # held: kept
     again = claim_uid(parse_uid_range("r", uids), claims_dir)
-    assert again.uid == 1879048300
+    assert again.number == 1879048300
     for claim in (second, again):
         claim.release()
     assert os.listdir(claims_dir) == []
@@ -138,7 +138,7 @@ def test_a_zombie_does_not_hold_its_uid(claims_dir: str) -> None:
         lambda: Path(f"/proc/{zombie.pid}/status").read_text().split("State:")[1].split()[0] == "Z"
     )
     claim = claim_uid(parse_uid_range("r", "1879048450-1879048451"), claims_dir)
-    assert claim.uid == 1879048450
+    assert claim.number == 1879048450
     claim.release()
     zombie.wait()
 
@@ -148,7 +148,7 @@ def test_a_uid_a_process_still_runs_as_is_not_handed_out(claims_dir: str) -> Non
     leftover = subprocess.Popen(["sleep", "60"], user=1879048400, group=1879048400, extra_groups=[])
     try:
         claim = claim_uid(parse_uid_range("r", "1879048400-1879048401"), claims_dir)
-        assert claim.uid == 1879048401
+        assert claim.number == 1879048401
         claim.release()
     finally:
         leftover.kill()
@@ -237,5 +237,5 @@ def test_a_killed_supervisors_uid_is_free_again_and_swept(start_kernel: StartKer
     sweep(state_root())
     assert not claim.exists()  # ...but it was not held either
     again = claim_uid(parse_uid_range("r", one))
-    assert again.uid == 1879048600
+    assert again.number == 1879048600
     again.release()
