@@ -28,14 +28,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from runtime.sandbox_address import DEFAULT_SANDBOX_NETWORK
 from runtime.units import LimitError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Where sandboxes get their own addresses unless the admin picks another block: inside the
-# shared address space of carrier-grade NAT (RFC 6598), which no real network routes to hosts.
-DEFAULT_SANDBOX_NETWORK = ipaddress.IPv4Network("100.64.0.0/16")
 
 PRESETS: dict[str, tuple[str, ...]] = {
     # pip: the index, and the host its files come from.
@@ -132,13 +130,16 @@ class Decision:
     reason: str
 
 
+_DEFAULT_SANDBOX_NETWORK = ipaddress.IPv4Network(DEFAULT_SANDBOX_NETWORK)
+
+
 @dataclass(frozen=True)
 class NetworkPolicy:
     """A sandbox's outbound policy. The default allows nothing at all."""
 
     allow: tuple[Rule, ...] = ()
     deny: tuple[Rule, ...] = ()
-    sandbox_network: IPNetwork = DEFAULT_SANDBOX_NETWORK
+    sandbox_network: IPNetwork = _DEFAULT_SANDBOX_NETWORK
     # The host's own addresses (every interface's), never reachable from a sandbox.
     host_addresses: frozenset[IPAddress] = frozenset()
 
