@@ -1,0 +1,91 @@
+"""The sandbox's network namespace as outbound access needs it (not switched on yet): its own
+address on loopback, a local default route, and no IPv6, set by rtnetlink and sysctl from the
+process that owns the namespace, before the kernel starts (docs/network-design.md).
+
+With `local default dev lo src <address>` every destination is delivered on the machine, so a
+connection to any address reaches whatever listens in the namespace for it and never leaves.
+Nothing here needs a host privilege: the namespace's owner (root, or an unprivileged uid in its
+own user namespace) has what it takes inside.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+
+_NLMSG_ERROR = 2
+_RTM_NEWADDR = 20
+_RTM_NEWROUTE = 24
+_NLM_F_REQUEST = 0x1
+_NLM_F_ACK = 0x4
+_NLM_F_EXCL = 0x200
+_NLM_F_CREATE = 0x400
+_IFA_ADDRESS = 1
+_IFA_LOCAL = 2
+_RTA_OIF = 4
+_RTA_PREFSRC = 7
+_RT_TABLE_LOCAL = 255
+_RTPROT_BOOT = 3
+_RT_SCOPE_HOST = 254
+_RTN_LOCAL = 2
+
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr
+_IFADDRMSG = struct.Struct("=BBBBI")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+
+
+def give_address(address: ipaddress.IPv4Address) -> None:
+    """Put `address`/32 on loopback and route every IPv4 destination locally from it; IPv6 is
+    switched off, so the namespace has one family, judged one way."""
+    index = socket.if_nametoindex("lo")
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0) as rtnl:
+        rtnl.bind((0, 0))
+        packed = address.packed
+        _request(
+            rtnl,
+            _RTM_NEWADDR,
+            _IFADDRMSG.pack(socket.AF_INET, 32, 0, _RT_SCOPE_HOST, index)
+            + _attribute(_IFA_LOCAL, packed)
+            + _attribute(_IFA_ADDRESS, packed),
+        )
+        _request(
+            rtnl,
+            _RTM_NEWROUTE,
+            _RTMSG.pack(
+                socket.AF_INET,
+                0,
+                0,
+                0,
+                _RT_TABLE_LOCAL,
+                _RTPROT_BOOT,
+                _RT_SCOPE_HOST,
+                _RTN_LOCAL,
+                0,
+            )
+            + _attribute(_RTA_OIF, struct.pack("=I", index))
+            + _attribute(_RTA_PREFSRC, packed),
+        )
+    for scope in ("all", "default", "lo"):
+        with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
+            f.write("1")
+
+
+def _attribute(kind: int, value: bytes) -> bytes:
+    length = 4 + len(value)
+    return struct.pack("=HH", length, kind) + value + b"\0" * (-length % 4)
+
+
+def _request(rtnl: socket.socket, kind: int, body: bytes) -> None:
+    flags = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_EXCL
+    rtnl.send(_HEADER.pack(_HEADER.size + len(body), kind, flags, 1, 0) + body)
+    reply = rtnl.recv(4096)
+    length, reply_kind, _, _, _ = _HEADER.unpack_from(reply)
+    if reply_kind != _NLMSG_ERROR or length < _HEADER.size + 4:
+        msg = f"rtnetlink answered message type {reply_kind} to {kind}"
+        raise OSError(errno.EPROTO, msg)
+    (error,) = struct.unpack_from("=i", reply, _HEADER.size)
+    if error:
+        raise OSError(-error, os.strerror(-error))
