@@ -1,6 +1,8 @@
 """The sandbox's network namespace as outbound access needs it (not switched on yet): its own
-address on loopback, a local default route, and no IPv6, set by rtnetlink and sysctl from the
-process that owns the namespace, before the kernel starts (docs/network-design.md).
+address on loopback, a local default route, no IPv6, and an nftables table that hands every
+TCP connection to one listener and lets no UDP but DNS and no ICMP out. Set by rtnetlink,
+sysctl and nft from the process that owns the namespace, before the kernel starts
+(docs/network-design.md).
 
 With `local default dev lo src <address>` every destination is delivered on the machine, so a
 connection to any address reaches whatever listens in the namespace for it and never leaves.
@@ -10,6 +12,8 @@ own user namespace) has what it takes inside.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import ipaddress
 import os
@@ -89,3 +93,55 @@ def _request(rtnl: socket.socket, kind: int, body: bytes) -> None:
     (error,) = struct.unpack_from("=i", reply, _HEADER.size)
     if error:
         raise OSError(-error, os.strerror(-error))
+
+
+def interception_rules(own: ipaddress.IPv4Address, listener_port: int) -> str:
+    """The namespace's nftables table. Every TCP connection, but to loopback and to the sandbox's
+    own address (a notebook's own servers), goes to the transparent listener on
+    127.0.0.1:`listener_port`, where `getsockname()` gives its original destination; UDP leaves
+    only to or from port 53 (the stub), and no ICMP at all. Dropped sends fail at once (EPERM).
+    Each condition is a rule of its own: nft 1.0.6 merges two adjacent `!=` matches wrongly."""
+    return f"""table inet hopx {{
+    chain intercept {{
+        type filter hook prerouting priority mangle; policy accept;
+        ip daddr 127.0.0.0/8 accept
+        ip daddr {own} accept
+        meta l4proto tcp tproxy ip to 127.0.0.1:{listener_port}
+    }}
+    chain leave {{
+        type filter hook output priority filter; policy accept;
+        meta nfproto ipv6 drop
+        meta l4proto {{ icmp, icmpv6 }} drop
+        udp dport 53 accept
+        udp sport 53 accept
+        meta l4proto udp drop
+    }}
+}}
+"""
+
+
+def intercept(own: ipaddress.IPv4Address, listener_port: int) -> None:
+    """Load `interception_rules` into the namespace this process is in, through libnftables in
+    this process: an unprivileged owner's capabilities in its namespace do not survive an
+    exec of `nft`."""
+    try:
+        library = ctypes.CDLL(ctypes.util.find_library("nftables") or "libnftables.so.1")
+    except OSError as e:
+        msg = f"Install nftables (libnftables): the sandbox's rules cannot be loaded ({e})"
+        raise OSError(errno.ENOENT, msg) from e
+    library.nft_ctx_new.restype = ctypes.c_void_p
+    library.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+    library.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+    library.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    library.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+    library.nft_ctx_free.argtypes = [ctypes.c_void_p]
+    context = library.nft_ctx_new(0)
+    try:
+        library.nft_ctx_buffer_error(context)
+        rules = interception_rules(own, listener_port).encode()
+        if library.nft_run_cmd_from_buffer(context, rules) != 0:
+            error = (library.nft_ctx_get_error_buffer(context) or b"").decode(errors="replace")
+            msg = f"nftables could not load the sandbox's rules: {error.strip()}"
+            raise OSError(errno.EPERM, msg)
+    finally:
+        library.nft_ctx_free(context)

@@ -4,12 +4,15 @@ its own. No packet leaves: every destination is delivered inside the namespace."
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from runtime.netns_setup import interception_rules
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -79,3 +82,106 @@ def test_every_destination_is_delivered_inside_from_the_sandboxs_own_address(uid
     assert result["nobody_listening"] == "ECONNREFUSED"  # at once, not a timeout
     assert result["ipv6"] in ("EADDRNOTAVAIL", "ENETUNREACH")
     assert result["nested"] == "EPERM"
+
+
+INTERCEPTION = """
+import errno, ipaddress, json, os, socket, subprocess, sys
+sys.path.insert(0, {project!r})
+from runtime import libc, netns_setup
+
+IP_TRANSPARENT = 19
+own = ipaddress.IPv4Address("100.64.0.5")
+libc.enter_private_network(unprivileged=os.geteuid() != 0)
+netns_setup.give_address(own)
+netns_setup.intercept(own, 15002)
+
+# Made by the namespace's owner: the one transparent listener and the DNS stub's socket.
+relay = socket.socket()
+relay.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+relay.bind(("127.0.0.1", 15002))
+relay.listen(16)
+relay.settimeout(5)
+stub = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+stub.bind(("0.0.0.0", 53))
+# A notebook's own server, listening on every address.
+own_server = socket.socket()
+own_server.bind(("0.0.0.0", 8888))
+own_server.listen(16)
+own_server.settimeout(5)
+
+targets = [("93.184.216.34", 443), ("10.9.9.9", 5432), ("93.184.216.34", 8888),
+           ("100.64.0.5", 8888), ("127.0.0.1", 8888)]
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    # The kernel's side: a user namespace of its own inside, as bubblewrap makes.
+    os.close(read)
+    libc.unshare(libc.CLONE_NEWUSER)
+    seen = {{}}
+    kept = []
+    for host, port in targets:
+        connection = socket.create_connection((host, port), timeout=5)
+        connection.sendall(f"{{host}}:{{port}}".encode())
+        kept.append(connection)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(5)
+    try:
+        udp.sendto(b"ntp", ("8.8.8.8", 123))
+        seen["udp_123"] = "sent"
+    except OSError as e:
+        seen["udp_123"] = errno.errorcode[e.errno]
+    udp.sendto(b"query", ("1.1.1.1", 53))
+    seen["dns_reply"] = udp.recvfrom(100)[0].decode()
+    flush = subprocess.run(["nft", "flush", "ruleset"], capture_output=True, text=True)
+    seen["nft_flush"] = flush.returncode
+    os.write(write, json.dumps(seen).encode())
+    os._exit(0)
+os.close(write)
+query, sender = stub.recvfrom(100)
+stub.sendto(b"answer to " + query, sender)
+result = {{"relay": {{}}, "own_server": []}}
+for _ in range(3):
+    connection, _peer = relay.accept()
+    result["relay"][connection.recv(100).decode()] = list(connection.getsockname())
+for _ in range(2):
+    connection, _peer = own_server.accept()
+    result["own_server"].append(connection.recv(100).decode())
+result["child"] = json.loads(os.read(read, 1000))
+os.waitpid(child, 0)
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.parametrize("uid", [0, 65534], ids=["root", "unprivileged"])
+def test_every_tcp_connection_reaches_one_listener_and_only_dns_leaves_by_udp(uid: int) -> None:
+    """With the table loaded, connections to any address and port reach the one transparent
+    listener, which sees each original destination; the sandbox's own and loopback addresses
+    stay the notebook's own servers'; UDP to port 53 anywhere reaches the stub, other UDP fails
+    at once; the kernel's side cannot flush the table."""
+    run = subprocess.run(
+        [sys.executable, "-c", INTERCEPTION.format(project=str(PROJECT))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        user=uid,
+        group=uid,
+        extra_groups=[],
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["relay"] == {
+        "93.184.216.34:443": ["93.184.216.34", 443],
+        "10.9.9.9:5432": ["10.9.9.9", 5432],
+        "93.184.216.34:8888": ["93.184.216.34", 8888],
+    }
+    assert sorted(result["own_server"]) == ["100.64.0.5:8888", "127.0.0.1:8888"]
+    assert result["child"]["udp_123"] == "EPERM"
+    assert result["child"]["dns_reply"] == "answer to query"
+    assert result["child"]["nft_flush"] != 0
+
+
+def test_the_rules_name_the_listener_and_the_sandboxs_address() -> None:
+    rules = interception_rules(ipaddress.IPv4Address("100.64.0.9"), 15002)
+    assert "ip daddr 100.64.0.9 accept" in rules
+    assert "tproxy ip to 127.0.0.1:15002" in rules
