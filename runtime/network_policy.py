@@ -23,6 +23,7 @@ A deny rule wins over every allow rule.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -74,10 +75,9 @@ PRIVATE_BLOCKS: tuple[IPNetwork, ...] = tuple(
     )
 )
 
-# IPv6 blocks that carry an IPv4 address in their low 32 bits, which is the one that counts:
-# NAT64's well-known prefix and 6to4 (IPv4-mapped addresses have `ipv4_mapped`).
+# NAT64's well-known prefix: its addresses carry an IPv4 address in their low 32 bits, which
+# is the one that counts (mapped and 6to4 addresses have `ipv4_mapped` and `sixtofour`).
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_6TO4 = ipaddress.IPv6Network("2002::/16")
 
 _NAME_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _PORT_SUFFIX = re.compile(r"(?P<host>.*?)(?::(?P<ports>\d{1,5}(?:-\d{1,5})?))?")
@@ -215,10 +215,13 @@ def _inside_a_private_block(network: IPNetwork) -> bool:
 
 
 def normalise_name(name: str) -> str:
-    """A host name as rules compare it: lower case, no trailing dot, IDNA for non-ASCII."""
+    """A host name as rules compare it: lower case, no trailing dot, IDNA for non-ASCII. Text
+    IDNA cannot encode (an empty or over-long label) stays as it is, which `is_host_name`
+    refuses."""
     name = name.strip().rstrip(".").lower()
     if not name.isascii():
-        name = name.encode("idna").decode("ascii")
+        with contextlib.suppress(UnicodeError):
+            name = name.encode("idna").decode("ascii")
     return name
 
 

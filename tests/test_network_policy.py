@@ -202,6 +202,8 @@ def test_presets_expand_to_their_rules_and_log_under_their_name() -> None:
         ),
         ("pypi org", "is not a host name, '*.domain', address block or preset; use e.g."),
         ("", "network_allow entry '' is not a host name"),
+        ("bü..example", "network_allow entry 'bü..example' is not a host name"),
+        ("ü" * 70 + ".org", "is not a host name, '*.domain', address block or preset"),
         ("*.org", "would match every name under a top-level domain; name a domain, e.g."),
         ("*pypi.org", "network_allow entry '*pypi.org' is not a host name"),
         ("preset:npm", "network_allow entry 'preset:npm' is no preset; the presets are"),
