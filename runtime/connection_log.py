@@ -80,18 +80,21 @@ class ConnectionLog:
     def write(self, record: ConnectionRecord) -> None:
         line = (record.to_json() + "\n").encode()
         with self._locked():
-            fd = self._open()
+            size = self._size()
+            if size and size + len(line) > self.max_bytes:
+                self._rotate()
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(self.path, flags, 0o600)
             try:
-                size = os.fstat(fd).st_size
-                if size and size + len(line) > self.max_bytes:
-                    os.close(fd)
-                    fd = -1
-                    self._rotate()
-                    fd = self._open()
                 os.write(fd, line)
             finally:
-                if fd >= 0:
-                    os.close(fd)
+                os.close(fd)
+
+    def _size(self) -> int:
+        try:
+            return os.lstat(self.path).st_size
+        except FileNotFoundError:
+            return 0
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -105,10 +108,6 @@ class ConnectionLog:
             yield
         finally:
             os.close(fd)
-
-    def _open(self) -> int:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        return os.open(self.path, flags, 0o600)
 
     def _rotate(self) -> None:
         if self.backups == 0:

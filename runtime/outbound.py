@@ -68,11 +68,10 @@ class OutboundJudge:
             addresses = tuple(self.resolve(name))
         except LookupError as e:
             return Verdict(Decision(False, "no address", f"{name} does not resolve ({e})"), name)
+        if not addresses:
+            return Verdict(Decision(False, "no address", f"{name} has no address"), name)
         decisions = [(a, self.policy.decide(Destination(name, a, port))) for a in addresses]
-        allowed = tuple(address for address, decision in decisions if decision.allowed)
-        if allowed:
-            first_allowed = next(decision for _, decision in decisions if decision.allowed)
-            return Verdict(first_allowed, name, allowed)
-        if decisions:
+        allowed = [(address, decision) for address, decision in decisions if decision.allowed]
+        if not allowed:
             return Verdict(decisions[0][1], name)
-        return Verdict(Decision(False, "no address", f"{name} has no address"), name)
+        return Verdict(allowed[0][1], name, tuple(address for address, _ in allowed))
