@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -264,6 +265,22 @@ def hopx_cgroups() -> list[str]:
         if hierarchy.is_dir():
             found += [str(p) for p in hierarchy.glob("**/hopx-*") if p.is_dir()]
     return found
+
+
+def start_holder(code: str) -> tuple[subprocess.Popen[str], str]:
+    """Another process (a supervisor, say) that runs `code`, which sets `held` to what it
+    claimed, from the project's folder and holds it until its stdin closes; returns the
+    process and `held` as it printed it."""
+    script = f"{code}\nprint(held, flush=True)\nimport sys\nsys.stdin.read()\n"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert holder.stdout is not None
+    return holder, holder.stdout.readline().strip()
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Kernel, assert_no_leaks, wait_until
+from conftest import Kernel, assert_no_leaks, start_holder, wait_until
 from hopx_kernel.host import state_root
 from runtime.host_uids import (
     CLAIMS_DIR,
@@ -90,31 +90,20 @@ def test_accounts_in_the_range_are_found(tmp_path: Path) -> None:
     assert accounts_in_range(parse_uid_range("r", DEFAULT_RANGE)) == []
 
 
-def hold_claim(claims_dir: str, uids: str) -> subprocess.Popen[str]:
-    """Another process (a supervisor, say) holding a claim until its stdin closes."""
-    code = (
-        "import sys; from runtime.host_uids import claim_uid, parse_uid_range\n"
-        f"c = claim_uid(parse_uid_range('r', {uids!r}), {claims_dir!r})\n"
-        "print(c.number, flush=True); sys.stdin.read()\n"
+def hold_claim(claims_dir: str, uids: str) -> tuple[subprocess.Popen[str], str]:
+    """Another process holding the first free uid of `uids`, and that uid."""
+    return start_holder(
+        "from runtime.host_uids import claim_uid, parse_uid_range\n"
+        f"held = claim_uid(parse_uid_range('r', {uids!r}), {claims_dir!r}).number"
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
-    assert holder.stdout is not None
-    return holder
 
 
 def test_claims_are_exclusive_and_die_with_their_holder(claims_dir: str) -> None:
     """A held uid is skipped; the range running out is an error naming it; a holder that is
     SIGKILLed frees its uid at once, and the sweep removes its file."""
     uids = "1879048300-1879048301"
-    first = hold_claim(claims_dir, uids)
-    assert first.stdout is not None
-    assert first.stdout.readline().strip() == "1879048300"
+    first, held = hold_claim(claims_dir, uids)
+    assert held == "1879048300"
     second = claim_uid(parse_uid_range("r", uids), claims_dir)
     assert second.number == 1879048301
     with pytest.raises(UidsExhausted, match="all 2 sandbox uids of 1879048300-1879048301"):

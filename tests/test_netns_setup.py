@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,10 +62,10 @@ print(json.dumps(result))
 """
 
 
-@pytest.mark.parametrize("uid", [0, 65534], ids=["root", "unprivileged"])
-def test_every_destination_is_delivered_inside_from_the_sandboxs_own_address(uid: int) -> None:
+def run_as(uid: int, script: str) -> dict[str, Any]:
+    """What `script` (formatted with the project's path) prints as JSON, run as `uid`."""
     run = subprocess.run(
-        [sys.executable, "-c", PROBE.format(project=str(PROJECT))],
+        [sys.executable, "-c", script.format(project=str(PROJECT))],
         capture_output=True,
         text=True,
         timeout=60,
@@ -74,7 +75,13 @@ def test_every_destination_is_delivered_inside_from_the_sandboxs_own_address(uid
         check=False,
     )
     assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result
+
+
+@pytest.mark.parametrize("uid", [0, 65534], ids=["root", "unprivileged"])
+def test_every_destination_is_delivered_inside_from_the_sandboxs_own_address(uid: int) -> None:
+    result = run_as(uid, PROBE)
     # The connection to a public address reached the listener in the namespace, which sees
     # where it was going, and it came from the sandbox's own address.
     assert result["original"] == ["93.184.216.34", 8443]
@@ -134,6 +141,11 @@ if child == 0:
     seen["dns_reply"] = udp.recvfrom(100)[0].decode()
     flush = subprocess.run(["nft", "flush", "ruleset"], capture_output=True, text=True)
     seen["nft_flush"] = flush.returncode
+    try:
+        netns_setup.intercept(own, 15003)
+        seen["intercept"] = "loaded"
+    except OSError as e:
+        seen["intercept"] = str(e)
     os.write(write, json.dumps(seen).encode())
     os._exit(0)
 os.close(write)
@@ -146,7 +158,7 @@ for _ in range(3):
 for _ in range(2):
     connection, _peer = own_server.accept()
     result["own_server"].append(connection.recv(100).decode())
-result["child"] = json.loads(os.read(read, 1000))
+result["child"] = json.loads(os.read(read, 65536))
 os.waitpid(child, 0)
 print(json.dumps(result))
 """
@@ -158,18 +170,7 @@ def test_every_tcp_connection_reaches_one_listener_and_only_dns_leaves_by_udp(ui
     listener, which sees each original destination; the sandbox's own and loopback addresses
     stay the notebook's own servers'; UDP to port 53 anywhere reaches the stub, other UDP fails
     at once; the kernel's side cannot flush the table."""
-    run = subprocess.run(
-        [sys.executable, "-c", INTERCEPTION.format(project=str(PROJECT))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        user=uid,
-        group=uid,
-        extra_groups=[],
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
+    result = run_as(uid, INTERCEPTION)
     assert result["relay"] == {
         "93.184.216.34:443": ["93.184.216.34", 443],
         "10.9.9.9:5432": ["10.9.9.9", 5432],
@@ -179,6 +180,9 @@ def test_every_tcp_connection_reaches_one_listener_and_only_dns_leaves_by_udp(ui
     assert result["child"]["udp_123"] == "EPERM"
     assert result["child"]["dns_reply"] == "answer to query"
     assert result["child"]["nft_flush"] != 0
+    assert result["child"]["intercept"].startswith(
+        "[Errno 1] nftables could not load the sandbox's rules: "
+    )
 
 
 def test_the_rules_name_the_listener_and_the_sandboxs_address() -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import start_holder
 from runtime.sandbox_address import (
     DEFAULT_SANDBOX_NETWORK,
     AddressesExhausted,
@@ -47,21 +46,12 @@ def test_addresses_are_claimed_once_and_freed_by_their_holders_end(tmp_path: Pat
     """Two addresses in a /30: another process holds the first, this one gets the second,
     a third claim fails naming the block; once the holder is killed its address comes back."""
     claims = str(tmp_path / "addresses")
-    code = (
-        "import ipaddress, sys\n"
+    holder, held = start_holder(
+        "import ipaddress\n"
         "from runtime.sandbox_address import claim_address\n"
-        f"claim, address = claim_address(ipaddress.IPv4Network('10.9.9.0/30'), {claims!r})\n"
-        "print(address, flush=True); sys.stdin.read()\n"
+        f"_, held = claim_address(ipaddress.IPv4Network('10.9.9.0/30'), {claims!r})"
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "10.9.9.1"
+    assert held == "10.9.9.1"
     network = ipaddress.IPv4Network("10.9.9.0/30")
     second, address = claim_address(network, claims)
     assert address == ipaddress.IPv4Address("10.9.9.2")
