@@ -15,14 +15,15 @@ How one sample is taken:
   preference that starts no kernel: rendering the saved outputs is timed, not a kernel start
   competing for the CPU.
 - At every animation frame the page checks whether the notebook shows everything: its 50 (or 1)
-  `.jp-OutputArea-output` elements each filled by their renderer, every image loaded, and, for
-  the stock kernel, the pandas tables' rows and the figure's `.main-svg` in the page; for Hopx,
-  every output frame has reported its height and has been given it. The clock stops at the
+  `.jp-OutputArea-output` elements each filled by their renderer, every image loaded, the
+  pandas tables' rows and the figure's `.main-svg` that are not in frames (in the page, or in
+  the shadow roots of Hopx's inert outputs); for Hopx, every output frame has reported its
+  height and has been given it. The clock stops at the
   first such check or, if later, at the last height report of any of the notebook's frames
   (a frame reports its height when its content is parsed, rendered or resized), so a sample is
   exact to about one display frame (17 ms) for both kernels.
-- Off the clock, the Hopx frames are looked into: each shows its content (the tables' rows,
-  the Markdown, the figure's `.main-svg`) and is as tall as it. Nothing is attached to the
+- Off the clock, the Hopx frames are looked into: each shows its content (the figure's
+  `.main-svg`, any table rows) and is as tall as it. Nothing is attached to the
   frames before (see benchmarks/chromium.py: Playwright would add its own cost to each frame).
 The kernels alternate (stock, Hopx, stock, Hopx, ...) after one warm-up round.
 """
@@ -72,10 +73,12 @@ class Expected:
     """What the page must show before a notebook counts as rendered."""
 
     outputs: int  # .jp-OutputArea-output elements
-    rows: int  # rows of pandas tables (table.dataframe tbody tr), in the page or in frames
-    plots: int  # Plotly figures drawn (their .main-svg), in the page or in frames
+    rows: int  # rows of pandas tables (table.dataframe tbody tr) not in frames
+    plots: int  # Plotly figures drawn (their .main-svg) not in frames
     frames: int  # Hopx output frames (the outer iframes the page holds); 0 for stock
-    isolated: bool  # outputs other than text and images are in frames
+    inert: int  # Hopx outputs shown in the page as inert content; 0 for stock
+    framed_rows: int  # table rows inside the frames
+    framed_plots: int  # figures drawn inside the frames
 
 
 @dataclass(frozen=True)
@@ -222,13 +225,14 @@ def write_notebooks(root: Path, data_dir: Path) -> list[RenderCase]:
     data directory: a notebook the user saved is trusted, its outputs render as they came."""
     kernelspec = {STOCK: STOCK_KERNELSPEC, HOPX: HOPX}
     cases = []
-    # Outputs, table rows, figures, and Hopx output frames: the tables, Markdown and HTML get
-    # one each, text and PNG images render in the page (the extension's INERT_MIME_TYPES).
+    # Outputs, table rows and figures, and how Hopx shows them: its tables, Markdown and HTML
+    # are inert (the extension's inertContent.ts), so they are rebuilt in the page; the Plotly
+    # figure runs plotly.js, in a frame; text and PNG images are JupyterLab's own renderers'.
     for metric, stem, cells, expected in (
-        (OUTPUTS, "outputs", outputs_cells(), (50, 10 * TABLE_ROWS, 0, 10 + 5 + 5)),
-        (PLOTLY, "plotly", plotly_cells(), (1, 0, 1, 1)),
+        (OUTPUTS, "outputs", outputs_cells(), (50, 10 * TABLE_ROWS, 0, 0, 10 + 5 + 5)),
+        (PLOTLY, "plotly", plotly_cells(), (1, 0, 1, 1, 0)),
     ):
-        outputs, rows, plots, frames = expected
+        outputs, rows, plots, frames, inert = expected
         paths = {}
         for kernel, name in kernelspec.items():
             paths[kernel] = f"{stem}-{kernel}.ipynb"
@@ -245,8 +249,9 @@ def write_notebooks(root: Path, data_dir: Path) -> list[RenderCase]:
                 metric,
                 paths,
                 {
-                    STOCK: Expected(outputs, rows, plots, 0, isolated=False),
-                    HOPX: Expected(outputs, rows, plots, frames, isolated=True),
+                    STOCK: Expected(outputs, rows, plots, 0, 0, 0, 0),
+                    # What the frames show is looked at off the clock: here, the figure.
+                    HOPX: Expected(outputs, rows, 0, frames, inert, 0, plots),
                 },
             )
         )
@@ -385,13 +390,19 @@ BENCH = """() => {
     for (const img of panel.querySelectorAll('img[src]:not([src=""])')) {
       if (!img.complete || img.naturalWidth === 0) { return 'an image loading'; }
     }
-    if (!expected.isolated) {
-      const rows = panel.querySelectorAll('table.dataframe tbody tr').length;
-      if (rows !== expected.rows) { return `${rows} table rows`; }
-      const drawn = Array.from(panel.querySelectorAll('.js-plotly-plot'))
-        .filter(plot => plot.querySelector('.main-svg')).length;
-      if (drawn !== expected.plots) { return `${drawn} figures drawn`; }
+    // The page itself, and the shadow roots Hopx's inert outputs are rebuilt in.
+    const inert = Array.from(panel.querySelectorAll('.hopx-InertOutput'));
+    if (inert.length !== expected.inert) { return `${inert.length} inert outputs`; }
+    const roots = [panel];
+    for (const output of inert) {
+      if (!output.shadowRoot?.hasChildNodes()) { return 'an empty inert output'; }
+      roots.push(output.shadowRoot);
     }
+    const all = selector => roots.flatMap(root => Array.from(root.querySelectorAll(selector)));
+    const rows = all('table.dataframe tbody tr').length;
+    if (rows !== expected.rows) { return `${rows} table rows`; }
+    const drawn = all('.js-plotly-plot').filter(plot => plot.querySelector('.main-svg')).length;
+    if (drawn !== expected.plots) { return `${drawn} figures drawn`; }
     const iframes = panel.querySelectorAll('iframe.hopx-OutputFrame-frame');
     if (iframes.length !== expected.frames) { return `${iframes.length} output frames`; }
     for (const [index, iframe] of iframes.entries()) {
@@ -475,7 +486,7 @@ def _shown(page: Page, path: str, expected: Expected) -> None:
     """Off the clock, for a Hopx notebook: waits until every output frame shows its content
     (the tables' rows, the figure), then checks that the page gave each the height its content
     has."""
-    if not expected.isolated:
+    if expected.frames == 0:
         return
     inner = _inner_frames(page)
     if len(inner) != expected.frames:
@@ -486,12 +497,13 @@ def _shown(page: Page, path: str, expected: Expected) -> None:
         shown = [frame.evaluate(FRAME_CONTENT) for frame in inner]
         rows, plots = sum(s["rows"] for s in shown), sum(s["plots"] for s in shown)
         empty = sum(s["empty"] for s in shown)
-        if (rows, plots, empty) == (expected.rows, expected.plots, 0):
+        if (rows, plots, empty) == (expected.framed_rows, expected.framed_plots, 0):
             break
         if time.monotonic() > deadline:
             msg = (
                 f"{path}: the frames show {rows} table rows and {plots} figures "
-                f"({empty} frames empty), expected {expected.rows} and {expected.plots}"
+                f"({empty} frames empty), expected {expected.framed_rows} and "
+                f"{expected.framed_plots}"
             )
             raise RuntimeError(msg)
         time.sleep(0.05)
@@ -574,6 +586,7 @@ def measure(runs: int, samples: Samples) -> dict[str, Any]:
                 case.metric.name: {
                     "outputs": case.expected[HOPX].outputs,
                     "hopx_output_frames": case.expected[HOPX].frames,
+                    "hopx_inert_outputs": case.expected[HOPX].inert,
                     "notebook_bytes": (root / case.paths[HOPX]).stat().st_size,
                 }
                 for case in cases

@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -279,7 +280,14 @@ def saved_outputs(path: Path) -> int:
 
 
 def kernel_names(server: Server) -> list[str]:
-    kernels = server.api("GET", "/api/kernels").json()
+    """The names of the server's kernels. jupyter_server answers 500 when the list is asked
+    for while a kernel is starting (its model's `last_activity` is not set yet): ask again."""
+    for _ in range(20):
+        response = server.api("GET", "/api/kernels")
+        if response.status_code != 500:
+            break
+        time.sleep(0.1)
+    kernels = response.json()
     assert isinstance(kernels, list), kernels
     return sorted(k["name"] for k in kernels)
 
@@ -359,7 +367,8 @@ def test_hopx_outputs_cannot_act_in_the_browser_but_stock_ones_can(
     stock.close()
 
 
-# One cell per kind of output people use; each renders, natively or in its frame.
+# One cell per kind of output people use; each renders: natively, inert in the page, or in its
+# frame.
 USABILITY_CELLS = [
     # matplotlib, PNG (the inline backend's default) and SVG
     "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [3, 1, 2])\nplt.show()",
@@ -368,6 +377,9 @@ USABILITY_CELLS = [
     "import pandas as pd\npd.DataFrame({'city': ['Oslo', 'Lima'], 'people': [709037, 10092000]})",
     "from IPython.display import HTML, Image, Latex, Markdown, display\n"
     "display(HTML('<b class=\"greeting\">Hello from HTML</b>'))\n"
+    # An inert output trying to lie over the whole page.
+    'display(HTML(\'<div class="cover" style="position:fixed;inset:0;z-index:99999;'
+    "background:rgba(255,0,0,.5)\">cover</div>'))\n"
     "display(Markdown('## A heading\\n\\nSome *emphasis* and $e^{i\\\\pi} + 1 = 0$'))\n"
     "display(Latex(r'$$\\int_0^1 x^2 \\, dx = \\frac{1}{3}$$'))\n"
     "import base64\n"
@@ -431,12 +443,14 @@ def frame_height(page: Page, frame: Frame) -> float:
     [("JupyterLab Light", []), ("JupyterLab Dark", [f"--config={LOCKDOWN_PRESET}"])],
     ids=["light", "dark-lockdown"],
 )
-def test_what_people_display_renders_in_its_frames(
+def test_what_people_display_renders_in_the_page_or_its_frames(
     lab: Server, browser: Browser, make_kernelspec: Callable[..., str], theme: str
 ) -> None:
     """Every kind of output people display renders (in the dark theme, under lockdown's page
-    policy, which the frames inherit): the inert kinds in the page, the rest in frames as tall
-    as their content, a widget slider driving an output and the kernel both ways."""
+    policy, which the frames inherit): text and images by JupyterLab itself, inert HTML (a
+    pandas table, an HTML snippet) and a script-free SVG rebuilt in the page, styled by
+    JupyterLab's rules and theme and unable to paint outside its box; the rest in frames as
+    tall as their content, a widget slider driving an output and the kernel both ways."""
     make_kernelspec("hopx-lab", memory_limit="1G")
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "hopx-lab", "display_name": "Hopx", "language": "python"}
@@ -459,12 +473,39 @@ def test_what_people_display_renders_in_its_frames(
     ).to_contain_text("ZeroDivisionError")
     expect(cells.nth(3).locator('img[src^="data:image/png"]')).to_have_count(1)
 
-    # The rest in frames, each as tall as what it shows.
-    svg = frame_with(page, "svg path")
-    table = frame_with(page, "table.dataframe tbody tr")
-    assert table.locator("tbody tr").count() == 2
+    # Inert ones rebuilt in the page, in shadow roots, with JupyterLab's table rules and theme.
+    svg = cells.nth(1).locator('.hopx-InertOutput img[src^="data:image/svg+xml"]')
+    expect(svg).to_be_visible()
+    assert svg.evaluate("image => image.naturalWidth") > 100
+    table = cells.nth(2).locator(".hopx-InertOutput table.dataframe")
+    expect(table.locator("tbody tr")).to_have_count(2)
     assert table.locator("tbody").inner_text().count("Oslo") == 1
-    html = frame_with(page, "b.greeting")
+    assert table.evaluate("t => getComputedStyle(t).borderCollapse") == "collapse"
+    greeting = cells.nth(3).locator(".hopx-InertOutput b.greeting")
+    expect(greeting).to_have_text("Hello from HTML")
+    themed = page.evaluate(
+        "(() => { const probe = document.createElement('b');"
+        " probe.style.color = 'var(--jp-content-font-color1)'; document.body.append(probe);"
+        " const colour = getComputedStyle(probe).color; probe.remove(); return colour; })()"
+    )
+    assert greeting.evaluate("b => getComputedStyle(b).color") == themed
+    # The cover paints inside its own output, not over JupyterLab's menu or the other cells.
+    cover = cells.nth(3).locator(".hopx-InertOutput .cover")
+    expect(cover).to_have_text("cover")
+    box = cover.bounding_box()
+    assert box is not None
+    editor = cells.nth(2).locator(".jp-InputArea-editor")
+    editor.scroll_into_view_if_needed()
+    on_top = editor.evaluate(
+        "editor => { const r = editor.getBoundingClientRect();"
+        " return [document.elementFromPoint(5, 5),"
+        " document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2)]"
+        ".map(e => !!e.closest('.hopx-InertOutput')); }"
+    )
+    assert on_top == [False, False]
+    assert box["height"] < 100, box
+
+    # The rest in frames, each as tall as what it shows.
     markdown = frame_with(page, "h2")
     assert "A heading" in markdown.locator("h2").inner_text()
     assert markdown.locator(".katex").count() == 1
@@ -479,7 +520,7 @@ def test_what_people_display_renders_in_its_frames(
     squares = frame_with(page, ".widget-output")
     expect(squares.locator(".widget-output")).to_contain_text("square 9", timeout=UI_TIMEOUT)
     expect(cells.nth(8)).to_contain_text("the kernel has 3")
-    for frame in (svg, table, html, markdown, latex, plotly, sunburst, vega, slider):
+    for frame in (markdown, latex, plotly, sunburst, vega, slider):
         assert frame_height(page, frame) > 15
     assert frame_height(page, plotly) > 300
     assert frame_height(page, sunburst) > 300
@@ -497,12 +538,12 @@ def test_what_people_display_renders_in_its_frames(
         "getComputedStyle(document.body).getPropertyValue('--jp-content-font-color1').trim()"
     )
     assert (
-        html.evaluate(
+        markdown.evaluate(
             "getComputedStyle(document.documentElement).getPropertyValue('--jp-content-font-color1').trim()"
         )
         == text_colour
     )
-    assert html.evaluate("getComputedStyle(document.documentElement).colorScheme") == (
+    assert markdown.evaluate("getComputedStyle(document.documentElement).colorScheme") == (
         "dark" if dark else "light"
     )
     for index in (2, 3, 5, 6, 7):

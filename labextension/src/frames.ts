@@ -66,6 +66,15 @@ export class FrameHost {
     return this._styles;
   }
 
+  /** The same rules as a sheet for the shadow roots of inert outputs, kept up to date. */
+  get outputSheet(): CSSStyleSheet {
+    if (!this._outputSheet) {
+      this._outputSheet = new CSSStyleSheet();
+      this._outputSheet.replaceSync(this.styles);
+    }
+    return this._outputSheet;
+  }
+
   add(frame: OutputFrame): void {
     this._frames.add(frame);
   }
@@ -78,6 +87,7 @@ export class FrameHost {
   themeChanged(): void {
     this._variables = readThemeVariables();
     this._styles = null;
+    this._outputSheet?.replaceSync(this.styles);
     const message: IFrameThemeMessage = {
       hopx: 'theme',
       variables: this._variables,
@@ -108,6 +118,7 @@ export class FrameHost {
   private _frames = new Set<OutputFrame>();
   private _variables: Record<string, string> | null = null;
   private _styles: string | null = null;
+  private _outputSheet: CSSStyleSheet | null = null;
 }
 
 /** One output rendered in its frames; a JupyterLab renderer like any other. */

@@ -16,6 +16,7 @@ import { PanelLayout, Widget } from '@lumino/widgets';
 
 import { FrameHost, OutputFrame } from './frames';
 import { inertHeadings } from './headings';
+import { InertOutput, inertContentFor } from './inertOutput';
 
 /**
  * Mime types JupyterLab renders natively without running script or loading anything: text
@@ -102,10 +103,11 @@ function isOutput(model: IRenderMime.IMimeModel): boolean {
 }
 
 /**
- * A renderer that picks, when it renders, between a frame and the original renderer, and holds
- * whichever it picked: a Hopx notebook's own Markdown cells and inert outputs keep
- * JupyterLab's renderers, and where the original registry has no renderer for a mime type
- * (a Plotly figure without the Plotly extension) it renders what the original would have.
+ * A renderer that picks, when it renders, where an output goes, and holds what it picked: a
+ * Hopx output that is inert (inertOutput.ts) into the page, any other Hopx output into a frame;
+ * a Hopx notebook's own Markdown cells, text and images, and every other kernel's outputs to
+ * JupyterLab's renderers. Where the original registry has no renderer for a mime type (a Plotly
+ * figure without the Plotly extension) it renders what the original would have.
  */
 class ChoosingRenderer extends Widget implements IRenderMime.IRenderer {
   constructor(
@@ -121,39 +123,60 @@ class ChoosingRenderer extends Widget implements IRenderMime.IRenderer {
   }
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
-    const isolate = !!this._hopx && isOutput(model) && !INERT_MIME_TYPES.has(this._mimeType);
-    let renderer: IRenderMime.IRenderer | null;
-    if (isolate) {
-      renderer =
-        this._current instanceof OutputFrame
-          ? this._current
-          : new OutputFrame(this._host, this._mimeType, this._hopx!);
-    } else {
+    const hopx = this._hopx;
+    const isolate = !!hopx && isOutput(model) && !INERT_MIME_TYPES.has(this._mimeType);
+    this.toggleClass('hopx-mod-isolated', isolate);
+    if (!hopx || !isolate) {
       // The mime type the original registry would have picked itself, with the same trust.
       const mimeType = this._original.getFactory(this._mimeType)
         ? this._mimeType
         : this._original.preferredMimeType(model.data, model.trusted ? 'any' : 'ensure');
-      renderer = mimeType ? this._originalRenderer(mimeType) : null;
+      const renderer = mimeType ? this._originalRenderer(mimeType) : null;
+      this._hold(renderer);
+      await renderer?.renderModel(model);
+      return;
     }
-    if (renderer !== this._current) {
+    const inert = await inertContentFor(this._mimeType, model, this._original.markdownParser);
+    if (inert) {
+      const output =
+        this._current instanceof InertOutput ? this._current : new InertOutput(this._host);
+      this._hold(output);
+      output.setContent(inert);
+      return;
+    }
+    const frame =
+      this._current instanceof OutputFrame
+        ? this._current
+        : new OutputFrame(this._host, this._mimeType, hopx);
+    this._hold(frame);
+    await frame.renderModel(model);
+  }
+
+  /** The original renderer for `mimeType`: the one shown, if it is that. */
+  private _originalRenderer(mimeType: string): IRenderMime.IRenderer {
+    if (this._originalMime === mimeType && this._current) {
+      return this._current as unknown as IRenderMime.IRenderer;
+    }
+    const renderer = this._original.createRenderer(mimeType);
+    this._hold(renderer);
+    this._originalMime = mimeType;
+    return renderer;
+  }
+
+  /** Makes `widget` what this renderer shows, disposing of what it showed before. */
+  private _hold(widget: Widget | null): void {
+    if (widget !== this._current) {
       this._current?.dispose();
-      this._current = renderer;
-      if (renderer) {
-        (this.layout as PanelLayout).addWidget(renderer);
+      this._current = widget;
+      this._originalMime = null;
+      if (widget) {
+        (this.layout as PanelLayout).addWidget(widget);
       }
     }
-    this.toggleClass('hopx-mod-isolated', isolate);
-    await renderer?.renderModel(model);
   }
 
-  private _originalRenderer(mimeType: string): IRenderMime.IRenderer {
-    if (this._current && !(this._current instanceof OutputFrame) && this._currentMime === mimeType) {
-      return this._current;
-    }
-    this._currentMime = mimeType;
-    return this._original.createRenderer(mimeType);
-  }
-
-  private _current: IRenderMime.IRenderer | null = null;
-  private _currentMime = '';
+  /** What is shown: an original renderer, a frame or an inert output. */
+  private _current: Widget | null = null;
+  /** The mime type of the original renderer shown, if one is. */
+  private _originalMime: string | null = null;
 }
