@@ -176,6 +176,9 @@ def attacks(a: str) -> dict[str, str]:
         "noscript": f'<noscript><p title="</noscript><img src={a}/noscript>"></p></noscript>',
         "template": f'<template><img src="{a}/template"></template>',
         "img-data-html": '<img src="data:text/html,<script>parent.pwned=1</script>">',
+        # What JupyterLab's context menu and command links look for along an event's path.
+        "command-link": f'<span data-commandlinker-command="help:open" data-x="{a}">x</span>',
+        "application-class": '<div class="output jp-DirListing-item">x</div>',
     }
 
 

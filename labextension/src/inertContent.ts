@@ -76,6 +76,12 @@ const IMAGE_SOURCE = /^data:image\/(png|jpeg|gif|webp|bmp|svg\+xml)[;,]/i;
  */
 const LOADING_CSS = /url\(|image\(|image-set\(|cross-fade\(|element\(|paint\(|src\(|attr\(|\\/i;
 
+/**
+ * Class names of JupyterLab and Lumino: JupyterLab's context menu and command links find their
+ * targets by such names and attributes along an event's path, which goes into shadow roots.
+ */
+const APPLICATION_CLASS = /(^|\s)(jp|lm|p)-/;
+
 /** Selectors reaching outside the shadow root the content lives in, or into other trees. */
 const ESCAPING_SELECTOR = /:host|::slotted|::part|:has-slotted/i;
 
@@ -155,10 +161,12 @@ function rebuildElement(element: Element, into: Node, target: Document, styles: 
         return false;
       }
       copy.setAttribute('src', value);
+    } else if (attribute === 'class' && APPLICATION_CLASS.test(value)) {
+      return false;
     } else if (
       COMMON_ATTRIBUTES.has(attribute) ||
       own.has(attribute) ||
-      /^(aria|data)-[a-z0-9-]+$/.test(attribute)
+      /^aria-[a-z]+$/.test(attribute)
     ) {
       copy.setAttribute(attribute, value);
     } else {
