@@ -59,13 +59,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
 };
 
 /**
- * Renders every output of a Hopx kernel in sandboxed frames: in notebooks (live, restored,
+ * Renders every output of a Hopx kernel inert in the page or in sandboxed frames: in notebooks (live, restored,
  * "Create New View for Output", and the log console, which renders a notebook's stray outputs
  * with the notebook's own registry) and in consoles.
  */
 const isolation: JupyterFrontEndPlugin<void> = {
   id: 'hopx-kernel-labextension:output-isolation',
-  description: 'Renders Hopx kernel outputs in sandboxed frames, away from the user session',
+  description: 'Renders Hopx kernel outputs inert or in sandboxed frames, away from the user session',
   autoStart: true,
   requires: [INotebookWidgetFactory],
   optional: [IConsoleTracker, IThemeManager],

@@ -1,12 +1,13 @@
 /**
- * Output isolation: what a Hopx kernel outputs is rendered in sandboxed frames (frames.ts),
- * never in the page that holds the user's Jupyter session.
+ * Output isolation: what a Hopx kernel outputs never reaches the page that holds the user's
+ * Jupyter session as it came. It is rebuilt there from inert parts only (inertOutput.ts), or
+ * rendered in sandboxed frames (frames.ts).
  *
  * Each notebook, console and log console gets its own rendermime registry; this module
  * replaces every factory of such a registry with one that decides, output by output, where to
- * render: outputs of a Hopx kernel go to a frame, unless their mime type is one JupyterLab
- * renders as inert text or a `data:` image; everything else — other kernels' outputs and the
- * user's own Markdown cells — goes to the original factory, untouched.
+ * render: outputs of a Hopx kernel are rebuilt inert or go to a frame, unless their mime type
+ * is one JupyterLab renders as inert text or a `data:` image; everything else — other kernels'
+ * outputs and the user's own Markdown cells — goes to the original factory, untouched.
  */
 import { ISessionContext } from '@jupyterlab/apputils';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
