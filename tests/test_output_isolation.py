@@ -520,10 +520,11 @@ def test_what_people_display_renders_in_the_page_or_its_frames(
     squares = frame_with(page, ".widget-output")
     expect(squares.locator(".widget-output")).to_contain_text("square 9", timeout=UI_TIMEOUT)
     expect(cells.nth(8)).to_contain_text("the kernel has 3")
+    # (A frame reports its height after its content has drawn: wait for the report.)
     for frame in (markdown, latex, plotly, sunburst, vega, slider):
-        assert frame_height(page, frame) > 15
-    assert frame_height(page, plotly) > 300
-    assert frame_height(page, sunburst) > 300
+        assert wait_until(lambda frame=frame: frame_height(page, frame) > 15, 10)
+    assert wait_until(lambda: frame_height(page, plotly) > 300, 10)
+    assert wait_until(lambda: frame_height(page, sunburst) > 300, 10)
 
     # The slider is live: moved in its frame, the kernel follows and the output widget too.
     slider.locator(".noUi-handle").focus()
