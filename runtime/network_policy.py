@@ -169,6 +169,19 @@ class NetworkPolicy:
         target = f"{destination.name} ({address})" if destination.name else str(address)
         return Decision(False, "no rule", f"no rule allows {target} port {destination.port}")
 
+    def decide_lookup(self, name: str) -> Decision:
+        """Whether the sandbox may look `name` up: only a name some allow rule names (or `*`)
+        gets an answer, so the host resolves no name the policy does not mention (a lookup
+        can carry data to whoever serves that name's DNS). Where the name leads is decided
+        per connection, by `decide`."""
+        for rule in self.deny:
+            if rule.ports is None and (rule.public or rule.name_matches(name)):
+                return Decision(False, rule.text, f"denied by the rule {rule.text!r}")
+        for rule in self.allow:
+            if rule.public or rule.name_matches(name):
+                return Decision(True, rule.text, f"allowed by the rule {rule.text!r}")
+        return Decision(False, "no rule", f"no rule allows the name {name}")
+
     def never_reachable(self, address: IPAddress) -> str:
         """Why `address` is out of every sandbox's reach, or '' if it is not."""
         address = effective_address(address)

@@ -224,3 +224,25 @@ def test_one_string_is_not_a_list_of_rules() -> None:
 def test_a_rule_keeps_how_it_was_written() -> None:
     assert parse_rule("network_allow", "PyPI.org:443").text == "PyPI.org:443"
     assert parse_rule("network_allow", "PyPI.org:443").name == "pypi.org"
+
+
+def test_only_names_the_policy_mentions_may_be_looked_up() -> None:
+    policy = NetworkPolicy(
+        allow=parse_rules("network_allow", ["pypi.org:443", "*.pythonhosted.org", "10.0.0.0/8"]),
+        deny=parse_rules("network_deny", ["evil.pythonhosted.org", "*.pythonhosted.org:80"]),
+    )
+    assert policy.decide_lookup("pypi.org").rule == "pypi.org:443"
+    assert policy.decide_lookup("files.pythonhosted.org").allowed
+    # A deny rule for every port refuses the lookup; one for some ports leaves it to `decide`.
+    assert policy.decide_lookup("evil.pythonhosted.org").rule == "evil.pythonhosted.org"
+    assert not policy.decide_lookup("evil.pythonhosted.org").allowed
+    # An address rule names no host: the host does not resolve names for it.
+    refused = policy.decide_lookup("db.internal")
+    assert (refused.allowed, refused.rule) == (False, "no rule")
+    assert "db.internal" in refused.reason
+    assert not NetworkPolicy().decide_lookup("pypi.org").allowed
+    anywhere = NetworkPolicy(allow=parse_rules("network_allow", ["*:443"]))
+    assert anywhere.decide_lookup("example.org").allowed
+    assert not NetworkPolicy(
+        allow=anywhere.allow, deny=parse_rules("network_deny", ["*"])
+    ).decide_lookup("example.org").allowed
