@@ -172,6 +172,7 @@ def _list(args: argparse.Namespace) -> int:
             {
                 "kernel_id": data.get("kernel_id"),
                 "sandbox_id": data.get("sandbox_id"),
+                "address": data.get("address") or None,
                 "pid": record.supervisor_pid,
                 "sandbox_pid": data.get("sandbox_pid"),
                 "owner": _command_name(int(data.get("owner_pid", 0))),
@@ -190,8 +191,8 @@ def _list(args: argparse.Namespace) -> int:
         print("No Hopx sandboxes are running.")
         return 0
     print(
-        f"{'KERNEL ID':<36}  {'PID':>7}  {'OWNER':<15}  {'AGE':>8}  {'ENDS IN':>8}  "
-        f"{'MEMORY':>15}  {'CPUS':>4}  {'PIDS':>5}"
+        f"{'KERNEL ID':<36}  {'ADDRESS':<15}  {'PID':>7}  {'OWNER':<15}  {'AGE':>8}  "
+        f"{'ENDS IN':>8}  {'MEMORY':>15}  {'CPUS':>4}  {'PIDS':>5}"
     )
     for row in rows:
         limits = row["limits"]
@@ -201,8 +202,8 @@ def _list(args: argparse.Namespace) -> int:
         left = row["lifetime_left_seconds"]
         ends = _age(left) if left is not None else "-"
         print(
-            f"{row['kernel_id']:<36}  {row['pid']:>7}  {row['owner']:<15.15}  "
-            f"{_age(row['age_seconds']):>8}  {ends:>8}  "
+            f"{row['kernel_id']:<36}  {row['address'] or '-':<15}  {row['pid']:>7}  "
+            f"{row['owner']:<15.15}  {_age(row['age_seconds']):>8}  {ends:>8}  "
             f"{memory:>15}  {limits.get('cpus', 0):>4}  {limits.get('pids', 0):>5}"
         )
     return 0

@@ -240,6 +240,8 @@ class Culler:
             "kernel_id": kernel_id,
             "kernel_name": km.kernel_name,
             "sandbox_id": supervisor.spec.sandbox_id if supervisor else None,
+            # The sandbox's own IPv4 address, from sandbox_network.
+            "address": supervisor.started.get("address") if supervisor else None,
             "state": getattr(km, "execution_state", None),
             "started": isoformat(activity.started),
             "last_activity": isoformat(activity.last_activity),

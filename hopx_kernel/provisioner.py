@@ -48,13 +48,14 @@ from hopx_kernel.hidden import (
 from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
 from hopx_kernel.policy import POLICY_STOP_REASONS, CullPolicy
 from hopx_kernel.restarter import PolicyAwareRestarter
-from hopx_kernel.traits import ByteSize, Count, Cpus, Duration, UidRangeText
+from hopx_kernel.traits import ByteSize, Count, Cpus, Duration, SandboxNetwork, UidRangeText
 from runtime.bwrap import is_within
 from runtime.cgroups import SandboxCgroup, read_cpu_seconds, read_memory_usage
 from runtime.handle import SandboxStartError, SupervisorHandle
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.host_uids import accounts_in_range, parse_uid_range
 from runtime.registry import is_supervisor
+from runtime.sandbox_address import ADDRESS_CLAIMS_DIR, DEFAULT_SANDBOX_NETWORK
 from runtime.spec import (
     CHANNEL_PORTS,
     CONNECTION_FILE,
@@ -162,6 +163,14 @@ class HopxProvisioner(KernelProvisionerBase):
         of its own for each running sandbox (its gid has the same number). No account of the
         host may lie in it. Ignored otherwise: the sandbox then runs as the server's own
         user.""",
+    )
+    sandbox_network = SandboxNetwork(
+        DEFAULT_SANDBOX_NETWORK,
+        config=True,
+        help="""The IPv4 block each sandbox's own address comes from, one address per running
+        sandbox of the host, e.g. '100.64.0.0/16' (the default, inside the carrier-grade NAT
+        space no real network routes to hosts). It must lie inside 100.64.0.0/10, 10.0.0.0/8,
+        172.16.0.0/12 or 192.168.0.0/16; pick one the host's own networks do not use.""",
     )
     max_lifetime = Duration(
         "24h",
@@ -521,6 +530,9 @@ class HopxProvisioner(KernelProvisionerBase):
             stop_notices=self._stop_notices(cmd),
             cgroup_parent=self.cgroup_parent,
             cgroup_within_own=self.systemd_scope,
+            sandbox_network=self.sandbox_network,
+            # Shared by every server of the host when root; a user of their own otherwise.
+            address_claims_dir=ADDRESS_CLAIMS_DIR if root else f"{state_root()}-addresses",
             bwrap=shutil.which(self.bwrap_path) or self.bwrap_path,
         )
 

@@ -8,6 +8,7 @@ from traitlets import TraitError, TraitType
 
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.host_uids import parse_uid_range
+from runtime.sandbox_address import DEFAULT_SANDBOX_NETWORK, parse_sandbox_network
 from runtime.units import LimitError, parse_count, parse_cpus, parse_duration, parse_size
 
 T = TypeVar("T")
@@ -69,3 +70,14 @@ class UidRangeText(_ParsedTrait[str]):
 
     default_value = DEFAULT_UID_RANGE
     info_text = f"a uid range such as '{DEFAULT_UID_RANGE}'"
+
+
+class SandboxNetwork(_ParsedTrait[str]):
+    """An IPv4 block inside a private one, "100.64.0.0/16", that sandbox addresses come from."""
+
+    @staticmethod
+    def parse(field: str, value: object) -> str:
+        return str(parse_sandbox_network(field, value))
+
+    default_value = DEFAULT_SANDBOX_NETWORK
+    info_text = f"an IPv4 block such as '{DEFAULT_SANDBOX_NETWORK}'"

@@ -12,6 +12,7 @@ own user namespace) has what it takes inside.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -41,9 +42,11 @@ _IFADDRMSG = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 
 
-def give_address(address: ipaddress.IPv4Address) -> None:
-    """Put `address`/32 on loopback and route every IPv4 destination locally from it; IPv6 is
-    switched off, so the namespace has one family, judged one way."""
+def give_address(address: ipaddress.IPv4Address, *, route_everything: bool = True) -> None:
+    """Put `address`/32 on loopback. With `route_everything` (outbound access), also route every
+    IPv4 destination locally from it, for the egress's listener to take, and switch IPv6 off,
+    so the namespace has one family, judged one way (a host booted without IPv6 has nothing to
+    switch off). Without, every other destination stays unreachable, as before."""
     index = socket.if_nametoindex("lo")
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0) as rtnl:
         rtnl.bind((0, 0))
@@ -55,26 +58,33 @@ def give_address(address: ipaddress.IPv4Address) -> None:
             + _attribute(_IFA_LOCAL, packed)
             + _attribute(_IFA_ADDRESS, packed),
         )
-        _request(
-            rtnl,
-            _RTM_NEWROUTE,
-            _RTMSG.pack(
-                socket.AF_INET,
-                0,
-                0,
-                0,
-                _RT_TABLE_LOCAL,
-                _RTPROT_BOOT,
-                _RT_SCOPE_HOST,
-                _RTN_LOCAL,
-                0,
-            )
-            + _attribute(_RTA_OIF, struct.pack("=I", index))
-            + _attribute(_RTA_PREFSRC, packed),
-        )
+        if not route_everything:
+            return
+        _add_local_default_route(rtnl, index, packed)
     for scope in ("all", "default", "lo"):
-        with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
+        path = f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"
+        with contextlib.suppress(FileNotFoundError), open(path, "w") as f:
             f.write("1")
+
+
+def _add_local_default_route(rtnl: socket.socket, index: int, source: bytes) -> None:
+    _request(
+        rtnl,
+        _RTM_NEWROUTE,
+        _RTMSG.pack(
+            socket.AF_INET,
+            0,
+            0,
+            0,
+            _RT_TABLE_LOCAL,
+            _RTPROT_BOOT,
+            _RT_SCOPE_HOST,
+            _RTN_LOCAL,
+            0,
+        )
+        + _attribute(_RTA_OIF, struct.pack("=I", index))
+        + _attribute(_RTA_PREFSRC, source),
+    )
 
 
 def _attribute(kind: int, value: bytes) -> bytes:

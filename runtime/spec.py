@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from runtime.sandbox_address import ADDRESS_CLAIMS_DIR, DEFAULT_SANDBOX_NETWORK
 from runtime.units import LimitError
 from runtime.zmtp import DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES
 
@@ -110,6 +111,10 @@ class SandboxSpec:
     # True: the sandbox's cgroup goes inside the cgroup the supervisor was started in (a systemd
     # scope delegated to it) instead of under cgroup_parent.
     cgroup_within_own: bool = False
+    # The block each sandbox's own address comes from, and where the addresses held are claimed
+    # (shared by every supervisor that must not hand out the same one).
+    sandbox_network: str = DEFAULT_SANDBOX_NETWORK
+    address_claims_dir: str = ADDRESS_CLAIMS_DIR
 
     def __post_init__(self) -> None:
         if self.workspace_mode not in WORKSPACE_MODES:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import ipaddress
 import json
 import os
 import resource
@@ -37,13 +38,14 @@ import threading
 import time
 from typing import Any
 
-from runtime import libc, own_size, quotas
+from runtime import libc, netns_setup, own_size, quotas
 from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup, parents_within_own_cgroup
 from runtime.claims import Claim
 from runtime.host_uids import UidsExhausted, claim_uid, parse_uid_range
 from runtime.kernel_log import KernelLog, neutralise
 from runtime.relay import Relay
+from runtime.sandbox_address import AddressesExhausted, claim_address, parse_sandbox_network
 from runtime.sandbox_files import generated_files
 from runtime.seccomp import build_filter
 from runtime.spec import CONNECTION_FILE, MAX_SPEC_BYTES, Channel, SandboxSpec
@@ -106,6 +108,9 @@ class Supervisor:
         self._signal_r, self._signal_w = os.pipe()
         # The sandbox's own host uid, when a root supervisor took one from the range.
         self.uid_claim: Claim | None = None
+        # The sandbox's own address, held for its whole life.
+        self.address_claim: Claim | None = None
+        self.address = ""
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -124,6 +129,7 @@ class Supervisor:
         self._oom_kills_at_start = self.cgroup.oom_kills()
         if spec.host_uid_range is not None:
             self.uid_claim = self._claim_host_uid(spec.host_uid_range)
+        address = self._claim_address()
         # The channels' host sockets are bound first, in the host's network namespace: bound in
         # the sandbox's, /proc/net/unix would show the kernel their paths.
         self.relay.listen()
@@ -138,6 +144,11 @@ class Supervisor:
                 f"sandbox's network namespace could not be made ({e.strerror})."
             )
             raise StartError(msg) from e
+        try:
+            netns_setup.give_address(address, route_everything=False)
+        except OSError as e:
+            msg = f"Report this: the sandbox's address {address} could not be set ({e})."
+            raise StartError(msg) from e
         self.alive.set()
         self._spawn_bwrap()
         self._write_state_record()
@@ -149,6 +160,22 @@ class Supervisor:
         except (LimitError, UidsExhausted) as e:
             msg = f"Stop a kernel, or widen sandbox_uid_range: {e}."
             raise StartError(msg) from e
+
+    def _claim_address(self) -> ipaddress.IPv4Address:
+        try:
+            network = parse_sandbox_network("sandbox_network", self.spec.sandbox_network)
+            self.address_claim, address = claim_address(network, self.spec.address_claims_dir)
+        except (LimitError, AddressesExhausted) as e:
+            msg = f"Stop a kernel, or widen sandbox_network: {e}."
+            raise StartError(msg) from e
+        except OSError as e:
+            msg = (
+                f"Make {self.spec.address_claims_dir} writable for the server's user: the "
+                f"sandbox's address could not be claimed there ({e.strerror})."
+            )
+            raise StartError(msg) from e
+        self.address = str(address)
+        return address
 
     def _spawn_bwrap(self) -> None:
         spec = self.spec
@@ -378,7 +405,7 @@ class Supervisor:
     def _forward_stderr(self, fd: int) -> None:
         """Pass the kernel's and bubblewrap's output on to the server log, marked, neutralised
         and rate-capped (runtime.kernel_log), keeping a short tail for start errors."""
-        log = KernelLog(self.spec.sandbox_id, _write_to_log)
+        log = KernelLog(f"{self.spec.sandbox_id} {self.address}", _write_to_log)
         while chunk := os.read(fd, OUTPUT_PIPE_BYTES):
             log.feed(chunk)
             self._stderr_tail += chunk
@@ -402,6 +429,7 @@ class Supervisor:
             "workspace": spec.workspace,
             "workspace_mode": spec.workspace_mode,
             "host_uid": self.host_uid,
+            "address": self.address,
         }
         path = os.path.join(spec.state_dir, STATE_RECORD)
         with open(path + ".tmp", "w") as f:
@@ -592,6 +620,8 @@ class Supervisor:
         self.cgroup.remove()
         if self.uid_claim is not None:
             self.uid_claim.release()
+        if self.address_claim is not None:
+            self.address_claim.release()
         self.relay.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.spec.state_dir, STATE_RECORD))
@@ -661,6 +691,7 @@ def main(owner_pid: int | None = None) -> int:
         cgroups=supervisor.cgroup.directories,
         memory_cgroup=supervisor.cgroup.by_controller.get("memory", ("", 0))[0],
         host_uid=supervisor.host_uid,
+        address=supervisor.address,
         warnings=supervisor.cgroup.unenforced,
     )
     status = 1

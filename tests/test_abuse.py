@@ -439,6 +439,7 @@ def test_a_kernel_cannot_flood_or_forge_the_servers_log(server: Server) -> None:
     before = server.log_path.stat().st_size
     kernel_id = server.start_kernel()
     ws = server.connect(kernel_id)
+    model = server.api("GET", f"/hopx/api/sandboxes/{kernel_id}").json()
     started = time.monotonic()
     _, stdout = ws.execute(LOG_FLOOD, timeout=120)
     assert int(stdout) >= 300 * MiB
@@ -451,7 +452,9 @@ def test_a_kernel_cannot_flood_or_forge_the_servers_log(server: Server) -> None:
     assert b"\x07" not in log
     kernel_lines = [line for line in log.splitlines() if b"ServerApp] owned" in line]
     assert kernel_lines
-    assert all(line.startswith(b"[hopx-kernel ") for line in kernel_lines)
+    # Each marked with the sandbox it came from, by id and address.
+    prefix = f"[hopx-kernel {model['sandbox_id']} {model['address']}] ".encode()
+    assert all(line.startswith(prefix) for line in kernel_lines)
     assert all(b"\r" not in line for line in log.splitlines())
     notes = [line for line in log.splitlines() if b"[dropped " in line]
     assert notes

@@ -142,8 +142,11 @@ def test_list_shows_running_sandboxes(
     assert row["limits"]["memory"] == 300 << 20
     assert row["memory_bytes"] > 50 << 20
     assert row["age_seconds"] >= 0
+    address = kernel.km.provisioner.supervisor.started["address"]
+    assert row["address"] == address
     table = hopx("list").stdout
     assert kernel.km.kernel_id in table
+    assert f" {address} " in table
     assert "/300M" in table
 
 

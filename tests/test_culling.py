@@ -11,6 +11,7 @@ $HOPX_CULL_DELAYS, if set, for looking at across runs.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -470,6 +471,7 @@ def test_the_rest_model_of_a_running_sandbox(
     model = sandbox(server, kernel_id)
     assert model["kernel_id"] == kernel_id
     assert model["kernel_name"] == name
+    assert ipaddress.ip_address(model["address"]) in ipaddress.ip_network("100.64.0.0/16")
     assert model["limits"] == {
         "memory": 256 << 20,
         "cpus": 0.5,

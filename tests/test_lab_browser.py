@@ -52,6 +52,8 @@ def test_status_bar_panel_and_kill(
     card = page.locator(f'.hopx-SandboxCard[data-kernel-id="{kernel_id}"]')
     expect(card).to_contain_text("status.ipynb", timeout=UI_TIMEOUT)
     expect(card.locator('.hopx-Bar[data-resource="memory"]')).to_contain_text("256 MiB")
+    address = lab.api("GET", "/hopx/api/sandboxes").json()[0]["address"]
+    expect(card.locator(".hopx-SandboxCard-address")).to_have_text(f"address {address}")
     shoot(page, "03-sandboxes-panel")
 
     card.locator(".hopx-SandboxCard-kill").click()

@@ -44,6 +44,8 @@ export interface ISandbox {
   kernel_id: string;
   kernel_name: string;
   sandbox_id: string | null;
+  /** The sandbox's own IPv4 address. */
+  address: string | null;
   state: string | null;
   started: string;
   last_activity: string;

@@ -80,6 +80,11 @@ export class SandboxPanel extends Widget {
       facts.push(`idle ${formatDuration((now - Date.parse(sandbox.idle_since)) / 1000)}`);
     }
     card.append(text('div', 'hopx-SandboxCard-facts', facts.join(' · ')));
+    if (sandbox.address) {
+      const address = text('div', 'hopx-SandboxCard-address', `address ${sandbox.address}`);
+      address.title = "The sandbox's own IPv4 address";
+      card.append(address);
+    }
 
     const { usage, limits } = sandbox;
     card.append(
