@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from runtime import claims
 from runtime.cgroups import CgroupHost, SandboxCgroup, read_memory_usage, stale_cgroups
 from runtime.host_uids import sweep_claims
+from runtime.sandbox_address import ADDRESS_CLAIMS_DIR
 from runtime.supervisor import CGROUP_PREFIX, PROCESS_NAME, STATE_RECORD
 
 # A kernel directory without a record is normal between a restart's stop and start; only one this
@@ -92,6 +94,8 @@ def sweep(state_root: str, cgroup_parent: str = "", host: CgroupHost | None = No
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed.append(entry.path)
     removed += sweep_claims()
+    # Address claims: the host's shared ones, and an unprivileged user's own.
+    removed += claims.sweep(ADDRESS_CLAIMS_DIR) + claims.sweep(f"{state_root}-addresses")
     for directory in stale_cgroups(host or CgroupHost.detect(), CGROUP_PREFIX, cgroup_parent):
         _, _, pid = directory.rpartition(".")
         if pid.isdigit() and not is_supervisor(int(pid)):

@@ -4,6 +4,7 @@ and every way it ends leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from hopx_kernel.host import state_root
 from hopx_kernel.provisioner import HopxProvisioner
 from runtime.host_uids import DEFAULT_RANGE, parse_uid_range
 from runtime.registry import sweep
+from runtime.sandbox_address import ADDRESS_CLAIMS_DIR
 
 
 def test_code_output_rich_display_and_errors(start_kernel: Callable[..., Kernel]) -> None:
@@ -222,9 +224,13 @@ def test_sweep_removes_what_a_crashed_host_left(
     wait_until(lambda: not hopx_processes(), 10)
     assert all(os.path.exists(c) for c in record["cgroups"])
     assert state_dir.exists()
+    address_claim = f"{ADDRESS_CLAIMS_DIR}/{int(ipaddress.ip_address(record['address']))}"
+    assert os.path.exists(address_claim)
 
     removed = sweep(state_root())
     assert str(state_dir) in removed
+    assert address_claim in removed
+    assert not os.path.exists(address_claim)
     assert_no_leaks(runtime_dir)
 
 
