@@ -16,6 +16,7 @@ enforces `max_lifetime` wherever the kernel runs; the rest is applied by the ser
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import secrets
@@ -51,9 +52,11 @@ from hopx_kernel.restarter import PolicyAwareRestarter
 from hopx_kernel.traits import ByteSize, Count, Cpus, Duration, SandboxNetwork, UidRangeText
 from runtime.bwrap import is_within
 from runtime.cgroups import SandboxCgroup, read_cpu_seconds, read_memory_usage
+from runtime.connection_log import DEFAULT_MAX_BYTES
 from runtime.handle import SandboxStartError, SupervisorHandle
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.host_uids import accounts_in_range, parse_uid_range
+from runtime.network_policy import parse_rules
 from runtime.registry import is_supervisor
 from runtime.sandbox_address import ADDRESS_CLAIMS_DIR, DEFAULT_SANDBOX_NETWORK
 from runtime.spec import (
@@ -68,7 +71,7 @@ from runtime.spec import (
     WorkspaceMode,
 )
 from runtime.systemd_scope import scope_launcher
-from runtime.units import format_duration, format_size
+from runtime.units import LimitError, format_duration, format_size
 from runtime.zmtp import MIN_MAX_FRAME_BYTES
 
 # Constructor arguments jupyter_client itself passes; anything else must be a setting.
@@ -172,6 +175,38 @@ class HopxProvisioner(KernelProvisionerBase):
         space no real network routes to hosts). It must lie inside 100.64.0.0/10, 10.0.0.0/8,
         172.16.0.0/12 or 192.168.0.0/16; pick one the host's own networks do not use.""",
     )
+    network_allow = List(
+        Unicode(),
+        config=True,
+        help="""Where the kernel may connect out to: host names ('pypi.org'), wildcards
+        ('*.pythonhosted.org'), with a port ('pypi.org:443') or a range ('host:8000-8100'),
+        address blocks with an optional port ('10.1.2.0/24:5432', which is also the only way to
+        a private address), '*' for any public destination, and presets ('preset:pypi',
+        'preset:conda'). The default, [], allows nothing: the kernel has no outbound traffic at
+        all.""",
+    )
+    network_deny = List(
+        Unicode(),
+        config=True,
+        help="""Destinations refused even when network_allow allows them, written the same
+        way, e.g. ['*.example.org', '10.0.0.0/8'].""",
+    )
+    connection_log = Unicode(
+        config=True,
+        help="""The JSON-lines file every outbound attempt of every sandbox is logged to,
+        allowed or denied, e.g. '/var/log/hopx/connections.jsonl'; '' logs nowhere. Defaults to
+        hopx-connections.jsonl in Jupyter's runtime directory.""",
+    )
+    connection_log_max_size = ByteSize(
+        "64M",
+        config=True,
+        help="""The size past which the connection log is rotated (to .1, .2, ...), e.g. '64M'.""",
+    )
+    connection_log_backups = Count(
+        5,
+        config=True,
+        help="""How many rotated connection logs are kept; 0 keeps none.""",
+    )
     max_lifetime = Duration(
         "24h",
         config=True,
@@ -248,6 +283,18 @@ class HopxProvisioner(KernelProvisionerBase):
             msg = f"workspace {value!r} is not a workspace mode; use one of 'ro', 'rw' or 'none'"
             raise TraitError(msg)
         return str(value)
+
+    @default("connection_log")
+    def _connection_log_default(self) -> str:
+        return os.path.join(jupyter_runtime_dir(), "hopx-connections.jsonl")
+
+    @validate("network_allow", "network_deny")
+    def _validate_network_rules(self, proposal: dict[str, Any]) -> list[str]:
+        try:
+            parse_rules(proposal["trait"].name, proposal["value"])
+        except LimitError as e:
+            raise TraitError(str(e)) from e
+        return [str(rule).strip() for rule in proposal["value"]]
 
     @validate("cull_interval")
     def _validate_cull_interval(self, proposal: dict[str, Any]) -> float:
@@ -531,6 +578,14 @@ class HopxProvisioner(KernelProvisionerBase):
             cgroup_parent=self.cgroup_parent,
             cgroup_within_own=self.systemd_scope,
             sandbox_network=self.sandbox_network,
+            network_allow=tuple(self.network_allow),
+            network_deny=tuple(self.network_deny),
+            connection_log=self.connection_log,
+            connection_log_max_bytes=self.connection_log_max_size or DEFAULT_MAX_BYTES,
+            connection_log_backups=self.connection_log_backups,
+            kernelspec_name=km.kernel_name,
+            notebook=self._session_name,
+            user=os.environ.get("JUPYTERHUB_USER") or getpass.getuser(),
             # Shared by every server of the host when root; a user of their own otherwise.
             address_claims_dir=ADDRESS_CLAIMS_DIR if root else f"{state_root()}-addresses",
             bwrap=shutil.which(self.bwrap_path) or self.bwrap_path,

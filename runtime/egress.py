@@ -17,14 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
+import os
+import signal
 import socket
 import struct
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Final
 
+from runtime import libc
 from runtime.connection_log import ConnectionRecord, Protocol
 from runtime.destination_name import (
     MAX_FIRST_BYTES,
@@ -38,18 +43,21 @@ from runtime.dns_stub import (
     NXDOMAIN,
     TYPE_A,
     BadQuery,
+    NameMap,
     error_response,
     parse_query,
     response,
 )
-from runtime.network_policy import Decision, IPAddress
+from runtime.network_policy import Decision, IPAddress, NetworkPolicy, parse_rules
 from runtime.outbound import OutboundJudge, Verdict
+from runtime.sandbox_address import parse_sandbox_network
 
 # Where the host side connects: an address and port, to an open stream pair. Tests replace it
 # to reach their own servers; the real one is asyncio's.
 Connect = Callable[[IPAddress, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 CHUNK: Final = 64 * 1024
+PROCESS_NAME: Final = "hopx-egress"
 # A DNS query over UDP, EDNS included, fits in this; the stub reads this many at a time.
 MAX_QUERY: Final = 4096
 QUERIES_AT_ONCE: Final = 64
@@ -390,3 +398,100 @@ class Egress:
         while len(self._denials) > DENIALS_REMEMBERED:
             self._denials.popitem(last=False)
         return False
+
+
+# --- the egress process ------------------------------------------------------------------------
+
+
+def host_addresses() -> frozenset[IPAddress]:
+    """Every address of this host's own interfaces (its network namespace's), which no sandbox
+    may reach whatever the rules say."""
+    found: set[IPAddress] = set()
+    with contextlib.suppress(OSError), open("/proc/net/fib_trie") as f:
+        previous = ""
+        for line in f:
+            # A local address is the leaf line just above its "/32 host LOCAL" line.
+            if "/32 host LOCAL" in line:
+                with contextlib.suppress(ValueError):
+                    found.add(ipaddress.ip_address(previous.rsplit(maxsplit=1)[-1]))
+            previous = line
+    with contextlib.suppress(OSError), open("/proc/net/if_inet6") as f:
+        for line in f:
+            hexed = line.split()[0]
+            with contextlib.suppress(ValueError):
+                found.add(ipaddress.IPv6Address(int(hexed, 16)))
+    return frozenset(found)
+
+
+def resolve_on_host(name: str) -> list[IPAddress]:
+    """The host's own resolution of `name`, IPv4 first."""
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise LookupError(str(e)) from e
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+    return sorted(addresses, key=lambda a: a.version)
+
+
+def main() -> int:
+    """`python -m runtime.egress HANDOVER_FD`, started by a sandbox's supervisor before it
+    enters the sandbox's network namespace. stdin: the configuration (one JSON line), then
+    nothing; its end means the supervisor is gone, and the egress ends too. The sandbox's two
+    sockets arrive on HANDOVER_FD. stdout: one JSON line for each record, for the supervisor
+    to log and report."""
+    libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    with open("/proc/self/comm", "w") as f:
+        f.write(PROCESS_NAME)
+    handover = socket.socket(fileno=int(sys.argv[1]))
+    config = json.loads(sys.stdin.buffer.readline(1 << 20))
+    policy = NetworkPolicy(
+        allow=parse_rules("network_allow", config["allow"]),
+        deny=parse_rules("network_deny", config["deny"]),
+        sandbox_network=parse_sandbox_network("sandbox_network", config["sandbox_network"]),
+        host_addresses=host_addresses(),
+    )
+    _, fds, _, _ = socket.recv_fds(handover, 16, 2)
+    handover.close()
+    if len(fds) != 2:
+        return 2
+    listener, dns = (socket.socket(fileno=fd) for fd in fds)
+
+    def report(record: ConnectionRecord) -> None:
+        line = json.dumps(asdict(record)) + "\n"
+        with contextlib.suppress(OSError):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+    egress = Egress(
+        OutboundJudge(policy, NameMap(), resolve_on_host),
+        SandboxIdentity(**config["identity"]),
+        report,
+    )
+    asyncio.run(_serve_until_stdin_ends(egress, listener, dns))
+    return 0
+
+
+async def _serve_until_stdin_ends(
+    egress: Egress, listener: socket.socket, dns: socket.socket
+) -> None:
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+
+    def check_stdin() -> None:
+        if not os.read(0, 4096):
+            loop.remove_reader(0)
+            ended.set()
+
+    os.set_blocking(0, False)
+    loop.add_reader(0, check_stdin)
+    serving = asyncio.ensure_future(egress.serve(listener, dns))
+    await asyncio.wait(
+        [serving, asyncio.ensure_future(ended.wait())], return_when="FIRST_COMPLETED"
+    )
+    serving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from runtime.connection_log import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from runtime.sandbox_address import ADDRESS_CLAIMS_DIR, DEFAULT_SANDBOX_NETWORK
 from runtime.units import LimitError
 from runtime.zmtp import DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES
@@ -115,6 +116,18 @@ class SandboxSpec:
     # (shared by every supervisor that must not hand out the same one).
     sandbox_network: str = DEFAULT_SANDBOX_NETWORK
     address_claims_dir: str = ADDRESS_CLAIMS_DIR
+    # Outbound policy: rules as the admin wrote them (runtime.network_policy). With no allow
+    # rule there is no outbound traffic at all and no egress process.
+    network_allow: tuple[str, ...] = ()
+    network_deny: tuple[str, ...] = ()
+    # Where every outbound attempt is logged ('' for nowhere), and when the log rotates.
+    connection_log: str = ""
+    connection_log_max_bytes: int = DEFAULT_MAX_BYTES
+    connection_log_backups: int = DEFAULT_BACKUPS
+    # Who the sandbox works for, as its connection records name them.
+    kernelspec_name: str = ""
+    notebook: str = ""
+    user: str = ""
 
     def __post_init__(self) -> None:
         if self.workspace_mode not in WORKSPACE_MODES:
@@ -150,7 +163,15 @@ class SandboxSpec:
         values = dict(raw)
         values["limits"] = Limits(**values.get("limits", {}))
         values["channels"] = tuple(Channel(**c) for c in values.get("channels", ()))
-        for name in ("argv", "read_only_paths", "hidden_paths", "hidden_files", "owner_files"):
+        for name in (
+            "argv",
+            "read_only_paths",
+            "hidden_paths",
+            "hidden_files",
+            "owner_files",
+            "network_allow",
+            "network_deny",
+        ):
             values[name] = tuple(values.get(name, ()))
         values["symlinks"] = tuple((str(t), str(link)) for t, link in values.get("symlinks", ()))
         values["stop_notices"] = {

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import ipaddress
 import json
 import os
 import resource
@@ -36,17 +35,19 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from typing import Any
 
-from runtime import libc, netns_setup, own_size, quotas
+from runtime import libc, own_size, quotas
 from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup, parents_within_own_cgroup
 from runtime.claims import Claim
+from runtime.connection_log import ConnectionLog
 from runtime.host_uids import UidsExhausted, claim_uid, parse_uid_range
 from runtime.kernel_log import KernelLog, neutralise
 from runtime.relay import Relay
-from runtime.sandbox_address import AddressesExhausted, claim_address, parse_sandbox_network
 from runtime.sandbox_files import generated_files
+from runtime.sandbox_network import NetworkSetupError, SandboxNetwork
 from runtime.seccomp import build_filter
 from runtime.spec import CONNECTION_FILE, MAX_SPEC_BYTES, Channel, SandboxSpec
 from runtime.stop_notice import STARTUP_FILE, notice_signal, startup_file
@@ -64,6 +65,10 @@ NOTICE_GRACE = 1.0
 TERMINATE_GRACE = 5.0
 MAX_COMMAND_BYTES = 64 * 1024
 STDERR_TAIL_BYTES = 4096
+# The same network warning goes to the owner's log at most this often (seconds), for this many
+# different destinations before they are forgotten.
+WARN_INTERVAL = 60.0
+MAX_WARNED = 1024
 OUTPUT_PIPE_BYTES = 1024 * 1024
 
 
@@ -108,9 +113,16 @@ class Supervisor:
         self._signal_r, self._signal_w = os.pipe()
         # The sandbox's own host uid, when a root supervisor took one from the range.
         self.uid_claim: Claim | None = None
-        # The sandbox's own address, held for its whole life.
-        self.address_claim: Claim | None = None
-        self.address = ""
+        # Its address, and its egress process when its policy allows outbound traffic.
+        self.network = SandboxNetwork(spec)
+        self.connection_log = (
+            ConnectionLog(
+                spec.connection_log, spec.connection_log_max_bytes, spec.connection_log_backups
+            )
+            if spec.connection_log
+            else None
+        )
+        self._warned: dict[str, float] = {}
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -129,7 +141,12 @@ class Supervisor:
         self._oom_kills_at_start = self.cgroup.oom_kills()
         if spec.host_uid_range is not None:
             self.uid_claim = self._claim_host_uid(spec.host_uid_range)
-        address = self._claim_address()
+        try:
+            self.network.claim_address()
+            # Before entering the sandbox's namespace: the egress process stays in the host's.
+            self.network.start_egress(self.uid_claim.number if self.uid_claim else None)
+        except NetworkSetupError as e:
+            raise StartError(str(e)) from e
         # The channels' host sockets are bound first, in the host's network namespace: bound in
         # the sandbox's, /proc/net/unix would show the kernel their paths.
         self.relay.listen()
@@ -145,10 +162,9 @@ class Supervisor:
             )
             raise StartError(msg) from e
         try:
-            netns_setup.give_address(address, route_everything=False)
-        except OSError as e:
-            msg = f"Report this: the sandbox's address {address} could not be set ({e})."
-            raise StartError(msg) from e
+            self.network.configure()
+        except NetworkSetupError as e:
+            raise StartError(str(e)) from e
         self.alive.set()
         self._spawn_bwrap()
         self._write_state_record()
@@ -161,25 +177,17 @@ class Supervisor:
             msg = f"Stop a kernel, or widen sandbox_uid_range: {e}."
             raise StartError(msg) from e
 
-    def _claim_address(self) -> ipaddress.IPv4Address:
-        try:
-            network = parse_sandbox_network("sandbox_network", self.spec.sandbox_network)
-            self.address_claim, address = claim_address(network, self.spec.address_claims_dir)
-        except (LimitError, AddressesExhausted) as e:
-            msg = f"Stop a kernel, or widen sandbox_network: {e}."
-            raise StartError(msg) from e
-        except OSError as e:
-            msg = (
-                f"Make {self.spec.address_claims_dir} writable for the server's user: the "
-                f"sandbox's address could not be claimed there ({e.strerror})."
-            )
-            raise StartError(msg) from e
-        self.address = str(address)
-        return address
+    @property
+    def address(self) -> str:
+        """The sandbox's own address, once claimed."""
+        return str(self.network.address or "")
 
     def _spawn_bwrap(self) -> None:
         spec = self.spec
         files = generated_files(spec.hostname)
+        if self.network.outbound:
+            # The stub answers on every address; the sandbox's own names it plainly.
+            files["/etc/resolv.conf"] = f"nameserver {self.address}\noptions timeout:2\n".encode()
         cpus = own_size.online_cpus(spec.limits.cpus, own_size.host_online_cpus())
         if cpus is not None:
             files[own_size.CPU_ONLINE] = cpus.encode()
@@ -452,6 +460,9 @@ class Supervisor:
         selector.register(self._signal_r, selectors.EVENT_READ, "signal")
         for fd in self.relay.listeners:
             selector.register(fd, selectors.EVENT_READ, "accept")
+        records = self.network.records_pipe
+        if records is not None:
+            selector.register(records, selectors.EVENT_READ, "network")
         os.set_blocking(0, False)
         pending = bytearray()
         deadline = self.started_at + self.spec.max_lifetime if self.spec.max_lifetime else None
@@ -463,21 +474,62 @@ class Supervisor:
             if self._escalation is not None and time.time() >= self._escalation[1]:
                 self._escalate()
             for key, _ in ready:
-                if key.data == "accept":
-                    self.relay.accept(int(key.fd))
-                elif key.data == "command":
-                    if not self._read_commands(pending):
-                        selector.unregister(0)
-                        self.stop("owner_died", graceful=False)
-                elif key.data == "signal":
-                    wakeups = os.read(self._signal_r, 64)
-                    if b"p" in wakeups:
-                        self.stop("protocol", graceful=False)
-                    if b"t" in wakeups:
-                        self.stop("manual", graceful=True)
+                self._on_ready(selector, key, pending)
         selector.close()
         os.close(pidfd)
         return self.process.returncode
+
+    def _on_ready(
+        self, selector: selectors.BaseSelector, key: selectors.SelectorKey, pending: bytearray
+    ) -> None:
+        if key.data == "accept":
+            self.relay.accept(int(key.fd))
+        elif key.data == "network":
+            self._on_connection_records()
+            if self.network.records_ended:
+                selector.unregister(key.fd)
+        elif key.data == "command":
+            if not self._read_commands(pending):
+                selector.unregister(0)
+                self.stop("owner_died", graceful=False)
+        elif key.data == "signal":
+            wakeups = os.read(self._signal_r, 64)
+            if b"p" in wakeups:
+                self.stop("protocol", graceful=False)
+            if b"t" in wakeups:
+                self.stop("manual", graceful=True)
+
+    def _on_connection_records(self) -> None:
+        """Logs, reports to the owner and, for a refusal, warns in the owner's log about what
+        the egress process saw."""
+        records = self.network.read_records()
+        for record in records:
+            if self.connection_log is not None:
+                try:
+                    self.connection_log.write(record)
+                except OSError as e:
+                    self._warn_once("log", f"the connection log cannot be written ({e})")
+            emit("connection", record=asdict(record))
+            if not record.allowed:
+                target = record.destination_name or record.destination_address or "?"
+                self._warn_once(
+                    f"{target}:{record.port}",
+                    f"denied {record.protocol} to {target} port {record.port}: {record.reason}; "
+                    "to allow it, add a rule to network_allow (and none in network_deny)",
+                )
+
+    def _warn_once(self, key: str, what: str) -> None:
+        """A WARNING line in the owner's log, at most once a minute for the same thing."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -WARN_INTERVAL) < WARN_INTERVAL:
+            return
+        if len(self._warned) > MAX_WARNED:
+            self._warned.clear()
+        self._warned[key] = now
+        _write_to_log(
+            f"[W hopx] sandbox {self.spec.sandbox_id} ({self.address}) of kernel "
+            f"{self.spec.kernel_id}: {neutralise(what)}\n"
+        )
 
     def _time_to_next_step(self, deadline: float | None) -> float | None:
         """Seconds until the max lifetime or the next escalation step; None if neither."""
@@ -620,8 +672,7 @@ class Supervisor:
         self.cgroup.remove()
         if self.uid_claim is not None:
             self.uid_claim.release()
-        if self.address_claim is not None:
-            self.address_claim.release()
+        self.network.close()
         self.relay.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.spec.state_dir, STATE_RECORD))

@@ -26,6 +26,7 @@ from jupyter_client.manager import KernelManager
 
 from hopx_kernel.kernelspec import kernelspec
 from runtime.cgroups import CgroupHost
+from runtime.egress import PROCESS_NAME as EGRESS_NAME
 from runtime.forkserver import PROCESS_NAME as FORK_SERVER_NAME
 from runtime.supervisor import PROCESS_NAME as SUPERVISOR_NAME
 
@@ -237,7 +238,8 @@ def parent_pid(pid: int) -> int:
 
 
 def hopx_processes() -> list[str]:
-    """Running supervisors and bubblewrap processes, and fork servers whose owner has gone."""
+    """Running supervisors, their egress processes and bubblewrap processes, and fork servers
+    whose owner has gone."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -251,7 +253,7 @@ def hopx_processes() -> list[str]:
         # handed to init.
         orphaned_fork_server = name == FORK_SERVER_NAME and parent_pid(int(pid)) == 1
         if (
-            name == SUPERVISOR_NAME
+            name in (SUPERVISOR_NAME, EGRESS_NAME)
             or orphaned_fork_server
             or cmdline.startswith(("bwrap ", "/usr/bin/bwrap "))
         ):

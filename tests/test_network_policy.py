@@ -243,6 +243,8 @@ def test_only_names_the_policy_mentions_may_be_looked_up() -> None:
     assert not NetworkPolicy().decide_lookup("pypi.org").allowed
     anywhere = NetworkPolicy(allow=parse_rules("network_allow", ["*:443"]))
     assert anywhere.decide_lookup("example.org").allowed
-    assert not NetworkPolicy(
-        allow=anywhere.allow, deny=parse_rules("network_deny", ["*"])
-    ).decide_lookup("example.org").allowed
+    assert (
+        not NetworkPolicy(allow=anywhere.allow, deny=parse_rules("network_deny", ["*"]))
+        .decide_lookup("example.org")
+        .allowed
+    )

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import secrets
+import subprocess
+import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-from conftest import Kernel
+import pytest
+
+from conftest import EGRESS_NAME, Kernel, assert_no_leaks, hopx_processes
 
 OWN_ADDRESS_PROBE = textwrap.dedent(
     """
@@ -71,3 +78,140 @@ def test_an_address_is_free_again_once_its_sandbox_has_ended(
     kernels[0].km.shutdown_kernel(now=True)
     third = start_kernel(sandbox_network="10.77.1.0/30")
     assert address_of(third) == taken[0]
+
+
+@dataclass(frozen=True)
+class Internet:
+    """A web server at a public-looking address, in a network namespace the test made and
+    reached from the host by one /32 route over a veth pair: nothing leaves the machine."""
+
+    address: str
+    port: int
+
+
+@pytest.fixture
+def internet() -> Iterator[Internet]:
+    suffix = secrets.token_hex(3)
+    namespace, host_end, far_end = f"hopx-inet-{suffix}", f"hxh{suffix}", f"hxn{suffix}"
+    address = "151.101.0.10"
+
+    def ip(*args: str, inside: bool = False) -> None:
+        prefix = ["ip", "netns", "exec", namespace] if inside else []
+        subprocess.run([*prefix, "ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", namespace)
+    server = None
+    try:
+        ip("link", "add", host_end, "type", "veth", "peer", "name", far_end)
+        ip("link", "set", far_end, "netns", namespace)
+        ip("link", "set", host_end, "up")
+        ip("route", "add", f"{address}/32", "dev", host_end)
+        ip("addr", "add", f"{address}/32", "dev", far_end, inside=True)
+        ip("link", "set", far_end, "up", inside=True)
+        ip("link", "set", "lo", "up", inside=True)
+        ip("route", "add", "default", "dev", far_end, inside=True)
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, "-c", WEB_SERVER, address],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "ready"
+        yield Internet(address, 80)
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+            if server.stdout is not None:
+                server.stdout.close()
+        subprocess.run(["ip", "link", "del", host_end], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
+
+
+WEB_SERVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Answer(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"hello from {self.headers['Host']}{self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer((sys.argv[1], 80), Answer)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+FETCH = textwrap.dedent(
+    """
+    import errno, json, urllib.error, urllib.request
+    seen = {{}}
+    for key, url in {urls!r}.items():
+        try:
+            with urllib.request.urlopen(url, timeout=20) as response:
+                seen[key] = [response.status, response.read().decode()]
+        except urllib.error.HTTPError as e:
+            seen[key] = [e.code, e.read().decode()]
+        except OSError as e:
+            reason = getattr(e, "reason", e)
+            seen[key] = ["error", errno.errorcode.get(getattr(reason, "errno", 0), str(reason))]
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_outbound_traffic_goes_where_the_policy_allows_and_is_logged(
+    start_kernel: Callable[..., Kernel], internet: Internet, tmp_path: Path, runtime_dir: Path
+) -> None:
+    """A real kernel with an address rule: its HTTP request reaches the server the rule names;
+    another public address gets a 403 saying why, in the notebook; both are in the connection
+    log with the kernel, its address and the rule; the host's own loopback stays out of reach
+    whatever the rules."""
+    log = tmp_path / "connections.jsonl"
+    kernel = start_kernel(
+        network_allow=[f"{internet.address}:80", "127.0.0.1"], connection_log=str(log)
+    )
+    address = address_of(kernel)
+    seen = kernel.value(
+        FETCH.format(
+            urls={
+                "allowed": f"http://{internet.address}/data.csv",
+                "other": "http://151.101.0.11/",
+                "host_loopback": "http://127.0.0.1:9/",
+            }
+        )
+    )
+    assert seen["allowed"] == [200, f"hello from {internet.address}/data.csv"]
+    assert seen["other"][0] == 403
+    assert "no rule allows 151.101.0.11 port 80" in seen["other"][1]
+    # 127.0.0.1 is the sandbox's own loopback, where nothing listens on port 9.
+    assert seen["host_loopback"] == ["error", "ECONNREFUSED"]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    allowed = [r for r in records if r["decision"] == "allowed"]
+    denied = [r for r in records if r["decision"] == "denied"]
+    assert [r["destination_address"] for r in allowed] == [internet.address]
+    assert allowed[0]["rule"] == f"{internet.address}:80"
+    assert allowed[0]["bytes_received"] > 0
+    assert denied[0]["rule"] == "no rule"
+    for record in records:
+        assert record["kernel_id"] == kernel.km.kernel_id
+        assert record["sandbox_address"] == address
+        assert record["kernelspec"] == kernel.km.kernel_name
+        assert record["protocol"] == "http"
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+    # The egress process holds none of the server's privileges, and ends with the sandbox.
+    egress = [p for p in hopx_processes() if EGRESS_NAME in p]
+    assert len(egress) == 1, egress
+    pid = int(egress[0].split(":")[0])
+    assert (
+        Path(f"/proc/{pid}").stat().st_uid == kernel.km.provisioner.supervisor.started["host_uid"]
+    )
+    kernel.km.shutdown_kernel(now=True)
+    assert_no_leaks(runtime_dir)
