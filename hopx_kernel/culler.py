@@ -220,6 +220,30 @@ class Culler:
 
     # -- what the REST API shows ----------------------------------------------------------------
 
+    def network(self, kernel_id: str) -> dict[str, Any]:
+        """A sandbox's outbound policy, totals and recent connections."""
+        found = self._sandbox(kernel_id)
+        if found is None:
+            raise UnknownSandbox(kernel_id)
+        _, provisioner, _ = found
+        supervisor = provisioner.supervisor
+        activity = supervisor.network if supervisor else None
+        return {
+            "kernel_id": kernel_id,
+            "address": supervisor.started.get("address") if supervisor else None,
+            "policy": {"allow": provisioner.network_allow, "deny": provisioner.network_deny},
+            "totals": activity.totals() if activity else None,
+            "recent": activity.recent() if activity else [],
+        }
+
+    @staticmethod
+    def _network_usage(supervisor: Any) -> dict[str, int | None]:
+        totals = supervisor.network.totals() if supervisor else None
+        return {
+            "network_bytes_sent": totals["bytes_sent"] if totals else None,
+            "network_bytes_received": totals["bytes_received"] if totals else None,
+        }
+
     def models(self) -> list[dict[str, Any]]:
         found = []
         for kernel_id in list(self.kernels.list_kernel_ids()):
@@ -253,7 +277,7 @@ class Culler:
                 "disk": provisioner.disk_limit,
                 "files": provisioner.files_limit,
             },
-            "usage": provisioner.usage(),
+            "usage": {**provisioner.usage(), **self._network_usage(supervisor)},
             "policy": {
                 "idle_timeout": policy.idle_timeout,
                 "max_lifetime": policy.max_lifetime,

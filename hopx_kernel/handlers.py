@@ -73,6 +73,16 @@ class SandboxHandler(SandboxAPIHandler):
         self.finish()
 
 
+class SandboxNetworkHandler(SandboxAPIHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        try:
+            self.finish(json.dumps(self.culler.network(kernel_id)))
+        except UnknownSandbox:
+            raise web.HTTPError(404, f"no Hopx sandbox for kernel {kernel_id}") from None
+
+
 class SandboxExtendHandler(SandboxAPIHandler):
     @web.authenticated
     @authorized
@@ -128,5 +138,6 @@ def default_handlers(culler: Culler) -> list[tuple[str, type[APIHandler], dict[s
         (r"/hopx/api/sandboxes/?", SandboxesHandler, options),
         (rf"/hopx/api/sandboxes/{KERNEL_ID}/?", SandboxHandler, options),
         (rf"/hopx/api/sandboxes/{KERNEL_ID}/extend/?", SandboxExtendHandler, options),
+        (rf"/hopx/api/sandboxes/{KERNEL_ID}/network/?", SandboxNetworkHandler, options),
         (r"/hopx/api/kernelspecs/?", KernelspecsHandler, {}),
     ]

@@ -175,7 +175,10 @@ class Egress:
         port: int,
         record: ConnectionRecord,
     ) -> None:
-        first, named = await self._first_bytes(reader, self._judge.names.holds(original))
+        stand_in = self._judge.names.holds(original)
+        # Where the sandbox asked to go, unless that was a stand-in (then its name says it).
+        record = replace(record, destination_address=None if stand_in else str(original))
+        first, named = await self._first_bytes(reader, stand_in)
         if isinstance(named, Malformed):
             why = f"its first bytes are not a {named.protocol.upper()} request: {named.reason}"
             record = replace(record, protocol=named.protocol)

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from runtime.cgroups import SandboxCgroup
 from runtime.forkserver import ForkedProcess, fork_supervisor
+from runtime.network_activity import NetworkActivity
 from runtime.spec import SandboxSpec
 from runtime.supervisor import STATE_RECORD
 
@@ -37,6 +38,8 @@ class SupervisorHandle:
         self.process = process
         self.started: dict[str, Any] = {}
         self.exited: dict[str, Any] = {}
+        # Its outbound connections, from the supervisor's `connection` events.
+        self.network = NetworkActivity()
         self._first_event: queue.Queue[dict[str, Any]] = queue.Queue()
         self._lock = threading.Lock()
         self._cleaned = False
@@ -112,6 +115,8 @@ class SupervisorHandle:
                 self.started = event
             elif event.get("event") == "exited":
                 self.exited = event
+            elif event.get("event") == "connection":
+                self.network.add(event.get("record"))
             if event.get("event") in ("started", "failed"):
                 self._first_event.put(event)
         stdout.close()

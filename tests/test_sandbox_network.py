@@ -12,10 +12,12 @@ import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import EGRESS_NAME, Kernel, assert_no_leaks, hopx_processes
+from conftest import EGRESS_NAME, Kernel, assert_no_leaks, hopx_processes, wait_until
+from server_harness import Server
 
 OWN_ADDRESS_PROBE = textwrap.dedent(
     """
@@ -215,3 +217,47 @@ def test_outbound_traffic_goes_where_the_policy_allows_and_is_logged(
     )
     kernel.km.shutdown_kernel(now=True)
     assert_no_leaks(runtime_dir)
+
+
+def test_the_server_shows_each_sandboxs_connections_and_warns_of_refusals(
+    server: Server, make_kernelspec: Callable[..., str], internet: Internet
+) -> None:
+    """Through a Jupyter server: the REST model's usage counts the bytes, the network
+    endpoint lists the policy, totals and recent connections (newest first), and the refusal is
+    a warning in the server's log naming the setting to change."""
+    name = make_kernelspec("hopx-net", network_allow=[f"{internet.address}:80"])
+    kernel_id = server.start_kernel(name)
+    ws = server.connect(kernel_id)
+    urls = {"allowed": f"http://{internet.address}/a", "other": "http://151.101.0.12/b"}
+    _, stdout = ws.execute(FETCH.format(urls=urls))
+    seen = json.loads(stdout)
+    assert seen["allowed"][0] == 200
+    assert seen["other"][0] == 403
+
+    def network() -> dict[str, Any]:
+        response = server.api("GET", f"/hopx/api/sandboxes/{kernel_id}/network")
+        assert response.status_code == 200
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    assert wait_until(lambda: network()["totals"]["denied"] == 1, 10)
+    answer = network()
+    assert answer["policy"] == {"allow": [f"{internet.address}:80"], "deny": []}
+    assert answer["totals"]["allowed"] == 1
+    assert answer["totals"]["bytes_received"] > 0
+    assert [r["destination_address"] for r in answer["recent"]] == [
+        "151.101.0.12",
+        internet.address,
+    ]
+    assert answer["recent"][0]["reason"] == "no rule allows 151.101.0.12 port 80"
+    model = server.api("GET", f"/hopx/api/sandboxes/{kernel_id}").json()
+    assert model["usage"]["network_bytes_received"] == answer["totals"]["bytes_received"]
+    assert model["address"] == answer["address"]
+    warnings = [line for line in server.log().splitlines() if "[W hopx]" in line]
+    assert len(warnings) == 1, warnings
+    assert (
+        f"({answer['address']}) of kernel {kernel_id}: denied http to 151.101.0.12" in (warnings[0])
+    )
+    assert "add a rule to network_allow" in warnings[0]
+    assert server.api("GET", "/hopx/api/sandboxes/nope/network").status_code == 404
+    ws.close()

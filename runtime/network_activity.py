@@ -1,0 +1,39 @@
+"""What one sandbox's outbound connections came to, as its owner keeps it from the supervisor's
+`connection` events: totals since the sandbox started, and the most recent records."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any, Final
+
+RECENT: Final = 100
+
+
+class NetworkActivity:
+    """Fed by the thread that reads the supervisor's events, read by the server's."""
+
+    def __init__(self, recent: int = RECENT) -> None:
+        self._lock = threading.Lock()
+        self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
+        self._totals = {"allowed": 0, "denied": 0, "bytes_sent": 0, "bytes_received": 0}
+
+    def add(self, record: object) -> None:
+        if not isinstance(record, dict):
+            return
+        with self._lock:
+            self._recent.append(record)
+            self._totals["allowed" if record.get("allowed") else "denied"] += 1
+            for field in ("bytes_sent", "bytes_received"):
+                value = record.get(field)
+                if isinstance(value, int) and value > 0:
+                    self._totals[field] += value
+
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._totals)
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The latest records, newest first."""
+        with self._lock:
+            return list(reversed(self._recent))
