@@ -36,6 +36,8 @@ INSTALL_SETTINGS = {
     "idle_timeout": "idle_timeout",
     "warn_before": "warn_before",
     "cull_busy": "cull_busy",
+    "allow": "network_allow",
+    "deny": "network_deny",
 }
 
 
@@ -59,6 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--max-lifetime", help="hard cap on a kernel's age, e.g. 8h")
     install.add_argument("--idle-timeout", help="cull after this long idle, e.g. 1h (0: never)")
     install.add_argument("--warn-before", help="warn this long before a cull, e.g. 5m")
+    install.add_argument(
+        "--allow",
+        action="append",
+        metavar="RULE",
+        help="let kernels connect out there (repeat for more): a host name, '*.domain', "
+        "'host:443', an address block '10.1.2.0/24:5432', '*', or 'preset:pypi'",
+    )
+    install.add_argument(
+        "--deny",
+        action="append",
+        metavar="RULE",
+        help="refuse this destination even where --allow allows it (repeat for more)",
+    )
     install.add_argument(
         "--cull-busy",
         action="store_true",

@@ -82,6 +82,27 @@ def test_install_refuses_bad_limits_and_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "share").exists()
 
 
+def test_install_with_an_outbound_policy(tmp_path: Path) -> None:
+    args = ["--allow", "preset:pypi", "--allow", "*.example.org:443", "--deny", "evil.example.org"]
+    result = hopx("install", "--prefix", str(tmp_path), *args)
+    assert result.returncode == 0, result.stderr
+    spec = json.loads((tmp_path / "share/jupyter/kernels/hopx-python/kernel.json").read_text())
+    assert spec["metadata"]["kernel_provisioner"]["config"] == {
+        "network_allow": ["preset:pypi", "*.example.org:443"],
+        "network_deny": ["evil.example.org"],
+    }
+
+
+def test_install_refuses_a_bad_rule_naming_the_setting_and_an_example(tmp_path: Path) -> None:
+    result = hopx("install", "--prefix", str(tmp_path), "--allow", "https://pypi.org/simple")
+    assert result.returncode == 2
+    assert (
+        "network_allow entry 'https://pypi.org/simple' is a URL; write its host and port, "
+        "e.g. 'pypi.org:443'" in result.stderr
+    )
+    assert not (tmp_path / "share").exists()
+
+
 LOCKDOWN_CONFIG = {"ServerApp": {"jpserver_extensions": {"hopx_kernel.lockdown": True}}}
 
 
