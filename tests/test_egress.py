@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from internet_harness import make_test_ca
 
 PROJECT = Path(__file__).resolve().parent.parent
 OWN = "100.64.0.5"
@@ -239,41 +240,8 @@ def _echo(connection: socket.socket) -> None:
             connection.sendall(data)
 
 
-def _test_ca(folder: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate it signed for tls.files.example.test."""
-    ca_key, ca, key, request, cert, extensions = (
-        folder / n for n in ("ca.key", "ca.pem", "leaf.key", "leaf.csr", "leaf.pem", "leaf.ext")
-    )
-    extensions.write_text("subjectAltName=DNS:tls.files.example.test\n")
-    new_key = ["-newkey", "rsa:2048", "-nodes", "-keyout"]
-    _openssl("req", "-x509", *new_key, ca_key, "-out", ca, "-days", "2", "-subj", "/CN=Hopx CA")
-    _openssl("req", *new_key, key, "-out", request, "-subj", "/CN=tls.files.example.test")
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        request,
-        "-CA",
-        ca,
-        "-CAkey",
-        ca_key,
-        "-CAcreateserial",
-        "-out",
-        cert,
-        "-days",
-        "2",
-        "-extfile",
-        extensions,
-    )
-    return ca, cert, key
-
-
-def _openssl(*arguments: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, arguments)], check=True, capture_output=True)
-
-
 def run_owner(uid: int, folder: Path) -> dict[str, Any]:
-    ca, cert, key = _test_ca(folder)
+    ca, cert, key = make_test_ca(folder, "tls.files.example.test")
     http = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
     https = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

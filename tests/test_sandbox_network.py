@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import secrets
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from internet_harness import serve_at
 
 from conftest import EGRESS_NAME, Kernel, assert_no_leaks, hopx_processes, wait_until
 from server_harness import Server
@@ -93,41 +91,9 @@ class Internet:
 
 @pytest.fixture
 def internet() -> Iterator[Internet]:
-    suffix = secrets.token_hex(3)
-    namespace, host_end, far_end = f"hopx-inet-{suffix}", f"hxh{suffix}", f"hxn{suffix}"
     address = "151.101.0.10"
-
-    def ip(*args: str, inside: bool = False) -> None:
-        prefix = ["ip", "netns", "exec", namespace] if inside else []
-        subprocess.run([*prefix, "ip", *args], check=True, capture_output=True)
-
-    ip("netns", "add", namespace)
-    server = None
-    try:
-        ip("link", "add", host_end, "type", "veth", "peer", "name", far_end)
-        ip("link", "set", far_end, "netns", namespace)
-        ip("link", "set", host_end, "up")
-        ip("route", "add", f"{address}/32", "dev", host_end)
-        ip("addr", "add", f"{address}/32", "dev", far_end, inside=True)
-        ip("link", "set", far_end, "up", inside=True)
-        ip("link", "set", "lo", "up", inside=True)
-        ip("route", "add", "default", "dev", far_end, inside=True)
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, sys.executable, "-c", WEB_SERVER, address],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert server.stdout is not None
-        assert server.stdout.readline().strip() == "ready"
+    with serve_at(address, WEB_SERVER, address):
         yield Internet(address, 80)
-    finally:
-        if server is not None:
-            server.kill()
-            server.wait()
-            if server.stdout is not None:
-                server.stdout.close()
-        subprocess.run(["ip", "link", "del", host_end], capture_output=True, check=False)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
 
 
 WEB_SERVER = """
