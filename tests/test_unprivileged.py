@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from internet_harness import serve_at
 
 import runtime
 from conftest import assert_no_leaks, cgroup_limits
@@ -133,7 +134,7 @@ def start_owner() -> Iterator[Callable[..., Owner]]:
     secret = Path("/root") / f"hx-secret-{uuid.uuid4().hex[:8]}"
     secret.write_text("host secret")
 
-    def start(mode: str = "probe", **settings: Any) -> Owner:
+    def start(mode: str = "probe", urls: dict[str, str] | None = None, **settings: Any) -> Owner:
         base = Path(tempfile.mkdtemp(prefix="hx-u-", dir="/tmp"))
         kernels = base / "kernels" / "hopx-unpriv"
         kernels.mkdir(parents=True)
@@ -148,6 +149,7 @@ def start_owner() -> Iterator[Callable[..., Owner]]:
             "HOME": str(base / "home"),
             "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
             "JUPYTER_PATH": str(base),
+            "HOPX_TEST_URLS": json.dumps(urls or {}),
         }
         argv = [sys.executable, str(OWNER), str(base / "kernels"), str(base / "workspace")]
         argv += [str(listener.getsockname()[1]), str(secret), mode]
@@ -283,3 +285,54 @@ def test_doctor_as_an_unprivileged_user(delegated_cgroup: str) -> None:
         "fix": "",
     }
     assert report["checks"][5]["found"].startswith("started and answered in")
+
+
+WEB = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Answer(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"hello, unprivileged"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer((sys.argv[1], 80), Answer)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+def test_unprivileged_server_gives_outbound_access_by_policy(
+    start_owner: Callable[..., Owner], delegated_cgroup: str
+) -> None:
+    """As uid 65534 with a delegated cgroup: the namespace is set up from the server's own user
+    namespace, the egress process runs as that uid in the host's namespace, the allowed address
+    answers, another is refused with a 403 saying why, and the log is the server user's."""
+    address = "151.101.0.30"
+    with serve_at(address, WEB, address):
+        owner = start_owner(
+            "network",
+            urls={"allowed": f"http://{address}/", "other": "http://151.101.0.31/"},
+            cgroup_parent=delegated_cgroup,
+            network_allow=[f"{address}:80"],
+        )
+        report = owner.report()
+        owner.go_on()
+    fetched = report["probe"]
+    assert fetched["allowed"] == [200, "hello, unprivileged"]
+    assert fetched["other"][0] == 403
+    assert "no rule allows 151.101.0.31 port 80" in fetched["other"][1]
+    assert owner.report() == {"shutdown": True}
+    assert owner.process.wait(30) == 0
+    log = owner.base / "runtime" / "hopx-connections.jsonl"
+    assert log.stat().st_uid == UID
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["decision"] for r in records] == ["allowed", "denied"]
+    assert {r["sandbox_address"] for r in records} == {report["address"]}
+    assert_no_leaks(owner.base / "runtime")

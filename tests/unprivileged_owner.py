@@ -1,12 +1,14 @@
 """Run by test_unprivileged.py as an unprivileged uid: start a Hopx kernel, probe it, report JSON.
 
 argv: kernels dir, workspace, host TCP port and host file the kernel must not reach, and
-"probe" (report and shut down) or "oom" (also run a memory hog once the test says go on).
+"probe" (report and shut down), "oom" (also run a memory hog once the test says go on) or
+"network" (fetch the URLs in $HOPX_TEST_URLS, a JSON object, and report what came back).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 import time
@@ -47,6 +49,23 @@ PROBE = textwrap.dedent(
 )
 
 
+FETCH = textwrap.dedent(
+    """
+    import json, urllib.error, urllib.request
+    seen = {}
+    for key, url in URLS.items():
+        try:
+            with urllib.request.urlopen(url, timeout=20) as response:
+                seen[key] = [response.status, response.read().decode()]
+        except urllib.error.HTTPError as e:
+            seen[key] = [e.code, e.read().decode()]
+        except OSError as e:
+            seen[key] = ["error", str(e)]
+    print(json.dumps(seen))
+    """
+)
+
+
 def main() -> None:
     kernels_dir, workspace, port, secret, mode = sys.argv[1:6]
     km = KernelManager(
@@ -63,17 +82,18 @@ def main() -> None:
     try:
         kc.wait_for_ready(timeout=60)
         out: list[dict[str, object]] = []
-        kc.execute_interactive(
-            PROBE.replace("PORT", port).replace("SECRET", secret),
-            output_hook=out.append,
-            timeout=60,
-        )
+        if mode == "network":
+            code = FETCH.replace("URLS", repr(json.loads(os.environ["HOPX_TEST_URLS"])))
+        else:
+            code = PROBE.replace("PORT", port).replace("SECRET", secret)
+        kc.execute_interactive(code, output_hook=out.append, timeout=60)
         text = "".join(m["content"]["text"] for m in out if m["msg_type"] == "stream")  # type: ignore[index]
         report["probe"] = json.loads(text)
         supervisor = km.provisioner.supervisor
         report["cgroups"] = supervisor.started["cgroups"]
         report["sandbox_pid"] = supervisor.started["sandbox_pid"]
         report["warnings"] = supervisor.started["warnings"]
+        report["address"] = supervisor.started["address"]
         print(json.dumps(report), flush=True)
         sys.stdin.readline()  # the test looks at the host side, then lets us go on
         if mode != "oom":
