@@ -32,6 +32,17 @@ c.HopxProvisioner.env_allowlist = ["LANG", "LANGUAGE", "LC_*", "TZ"]
 c.HopxProvisioner.allow_unenforced_limits = False
 # When the server runs as root: host uids for sandboxes, one of its own per running sandbox.
 c.HopxProvisioner.sandbox_uid_range = "1879048192-1879113727"
+# The block each sandbox's own address comes from (inside a private one).
+c.HopxProvisioner.sandbox_network = "100.64.0.0/16"
+# Outbound network: where kernels may connect to ([]: nowhere), e.g. ["preset:pypi",
+# "*.example.org:443", "10.1.2.0/24:5432"], and what is refused even so.
+c.HopxProvisioner.network_allow = []
+c.HopxProvisioner.network_deny = []
+# Every outbound attempt as a JSON line (default: hopx-connections.jsonl in Jupyter's runtime
+# directory; "" logs nowhere), rotated past a size, with this many old files kept.
+c.HopxProvisioner.connection_log = "/var/log/hopx/connections.jsonl"
+c.HopxProvisioner.connection_log_max_size = "64M"
+c.HopxProvisioner.connection_log_backups = 5
 # Timeout policy (applied by the hopx_kernel server extension; max_lifetime also without a server).
 # Hard cap on a kernel's age from its first start, busy or not; "8h", "90m"; 0 disables it.
 c.HopxProvisioner.max_lifetime = "24h"

@@ -31,6 +31,8 @@ MIN_SLEEP = 0.02
 # until it appears, for at most ANNOUNCED_FOR seconds.
 ANNOUNCED_RECHECK = 0.1
 ANNOUNCED_FOR = 60.0
+# Connections the REST model lists per sandbox (the network endpoint lists more).
+RECENT_IN_MODEL = 5
 
 
 class UnknownSandbox(KeyError):
@@ -237,6 +239,16 @@ class Culler:
         }
 
     @staticmethod
+    def _network_summary(provisioner: Any, supervisor: Any) -> dict[str, Any] | None:
+        """Totals and the latest few connections, where the policy allows any."""
+        if not provisioner.network_allow or supervisor is None:
+            return None
+        return {
+            "totals": supervisor.network.totals(),
+            "recent": supervisor.network.recent()[:RECENT_IN_MODEL],
+        }
+
+    @staticmethod
     def _network_usage(supervisor: Any) -> dict[str, int | None]:
         totals = supervisor.network.totals() if supervisor else None
         return {
@@ -296,6 +308,7 @@ class Culler:
                 "in_seconds": round(max(0.0, cull.at - now), 3),
             },
             "stopping": kernel_id in self._culls,
+            "network": self._network_summary(provisioner, supervisor),
         }
 
 

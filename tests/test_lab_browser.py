@@ -7,10 +7,13 @@ Screenshots of every step go to artifacts/browser/ (kept by CI).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
+import nbformat
 import pytest
+from internet_harness import serve_at
 from playwright.sync_api import Browser, Page, expect
 
 from browser_harness import UI_TIMEOUT, open_notebook, run_first_cell, shoot, write_notebook
@@ -164,4 +167,67 @@ def test_a_start_error_shows_the_fix_in_full(
     assert fits["bodyOverflow"] <= 0, fits
     assert fits["right"] <= 1, fits
     assert lab.api("GET", "/api/kernels").json() == []
+    page.close()
+
+
+WEB_SERVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Answer(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"x" * 40000
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer((sys.argv[1], 80), Answer)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+FETCH_CELL = """import urllib.error, urllib.request
+print(len(urllib.request.urlopen("http://{allowed}/data", timeout=20).read()))
+try:
+    urllib.request.urlopen("http://{refused}/", timeout=20)
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())"""
+
+
+def test_the_sandboxes_panel_shows_outbound_connections(
+    lab: Server, browser: Browser, make_kernelspec: Callable[..., str]
+) -> None:
+    """A notebook whose kernelspec allows one address fetches from it and from another: the
+    notebook shows the refusal's reason, and the sandbox's card its totals and both attempts,
+    the refused one marked."""
+    allowed, refused = "151.101.0.40", "151.101.0.41"
+    make_kernelspec("hopx-net", network_allow=[f"{allowed}:80"])
+    path = write_notebook(lab, "net.ipynb", "hopx-net")
+    nb = nbformat.read(lab.root / path, as_version=4)
+    nb.cells[0].source = FETCH_CELL.format(allowed=allowed, refused=refused)
+    nbformat.write(nb, lab.root / path)
+    with serve_at(allowed, WEB_SERVER, allowed):
+        page = open_notebook(browser, lab, path, "net")
+        output = run_first_cell(page)
+    assert "40000" in output
+    assert f"403 Hopx sandbox: connection refused: no rule allows {refused} port 80" in output
+
+    open_sandboxes_panel(page)
+    card = page.locator(f'.hopx-SandboxCard[data-kernel-id="{only_kernel(lab)}"]')
+    # 40000 bytes of body, and the response's headers.
+    expect(card.locator(".hopx-SandboxCard-networkTotals")).to_have_text(
+        re.compile(r"^network: 1 allowed · 1 denied · ↓39\.\d KiB ↑\d+ B$"), timeout=UI_TIMEOUT
+    )
+    connections = card.locator(".hopx-SandboxCard-connection")
+    expect(connections).to_have_count(2)
+    expect(connections.nth(0)).to_have_text(
+        f"{refused}:80 (http): no rule allows {refused} port 80"
+    )
+    expect(connections.nth(0)).to_have_attribute("data-decision", "denied")
+    expect(connections.nth(1)).to_have_text(re.compile(rf"^{allowed}:80 ↓39\.\d KiB ↑\d+ B$"))
+    shoot(page, "06-sandbox-network")
     page.close()

@@ -219,6 +219,7 @@ def test_the_server_shows_each_sandboxs_connections_and_warns_of_refusals(
     model = server.api("GET", f"/hopx/api/sandboxes/{kernel_id}").json()
     assert model["usage"]["network_bytes_received"] == answer["totals"]["bytes_received"]
     assert model["address"] == answer["address"]
+    assert model["network"] == {"totals": answer["totals"], "recent": answer["recent"][:5]}
     warnings = [line for line in server.log().splitlines() if "[W hopx]" in line]
     assert len(warnings) == 1, warnings
     assert (

@@ -23,6 +23,37 @@ export interface IUsage {
   pids: number | null;
   /** CPU time used by the whole sandbox so far, in seconds. */
   cpu_seconds: number | null;
+  /** Bytes its outbound connections sent and received; null without a sandbox. */
+  network_bytes_sent?: number | null;
+  network_bytes_received?: number | null;
+}
+
+/** One outbound attempt, as the connection log records it. */
+export interface IConnection {
+  started: number;
+  protocol: 'dns' | 'tls' | 'http' | 'tcp';
+  destination_name: string | null;
+  destination_address: string | null;
+  port: number | null;
+  allowed: boolean;
+  rule: string;
+  reason: string;
+  bytes_sent: number;
+  bytes_received: number;
+}
+
+export interface INetworkTotals {
+  allowed: number;
+  denied: number;
+  bytes_sent: number;
+  bytes_received: number;
+}
+
+/** A sandbox's outbound traffic: totals since it started and its latest attempts. */
+export interface INetwork {
+  totals: INetworkTotals;
+  /** Newest first. */
+  recent: IConnection[];
 }
 
 export interface IPolicy {
@@ -56,6 +87,8 @@ export interface ISandbox {
   extended_until: string | null;
   next_cull: INextCull | null;
   stopping: boolean;
+  /** Present when the sandbox's policy allows outbound traffic. */
+  network?: INetwork | null;
 }
 
 export interface IExtended extends ISandbox {

@@ -1,7 +1,7 @@
 /**
  * Text for people: sizes, durations, countdowns to a cull. Pure functions, unit-tested.
  */
-import { ISandbox } from './api';
+import { IConnection, INetworkTotals, ISandbox } from './api';
 
 /** 39907328 -> "38.1 MiB"; 2147483648 -> "2 GiB". */
 export function formatBytes(bytes: number): string {
@@ -106,4 +106,28 @@ export function stopReasonText(reason: string | undefined): string {
     default:
       return `stopped (${reason ?? 'unknown reason'})`;
   }
+}
+
+/** "3 allowed · 1 denied · ↓35 KiB ↑1.2 KiB": a sandbox's outbound traffic so far. */
+export function networkSummary(totals: INetworkTotals): string {
+  return (
+    `${totals.allowed} allowed · ${totals.denied} denied · ` +
+    `↓${formatBytes(totals.bytes_received)} ↑${formatBytes(totals.bytes_sent)}`
+  );
+}
+
+/**
+ * One attempt for a list: where to, and its bytes or why it was refused, e.g.
+ * "pypi.org:443 ↓35 KiB ↑1 KiB" or "evil.example.org (dns): no rule allows the name ...".
+ */
+export function connectionText(connection: IConnection): string {
+  const where = connection.destination_name ?? connection.destination_address ?? '?';
+  const target = connection.port ? `${where}:${connection.port}` : where;
+  if (!connection.allowed) {
+    return `${target} (${connection.protocol}): ${connection.reason}`;
+  }
+  return (
+    `${target} ↓${formatBytes(connection.bytes_received)} ` +
+    `↑${formatBytes(connection.bytes_sent)}`
+  );
 }

@@ -1,6 +1,7 @@
 /**
- * The "Sandboxes" sidebar panel: every Hopx sandbox of this server with its notebook, age,
- * limits, usage bars, idle time and next cull, and buttons to kill it or keep it alive.
+ * The "Sandboxes" sidebar panel: every Hopx sandbox of this server with its notebook, address,
+ * age, limits, usage bars, outbound connections, idle time and next cull, and buttons to kill it
+ * or keep it alive.
  */
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Session } from '@jupyterlab/services';
@@ -8,9 +9,11 @@ import { Widget } from '@lumino/widgets';
 
 import { sandboxIcon } from './icons';
 import {
+  connectionText,
   cullCountdown,
   formatBytes,
   formatDuration,
+  networkSummary,
   percentOf,
   secondsUntil
 } from './format';
@@ -107,6 +110,21 @@ export class SandboxPanel extends Widget {
         percentOf(usage.pids, limits.pids)
       )
     );
+
+    if (sandbox.network) {
+      const network = element('div', 'hopx-SandboxCard-network');
+      const totals = networkSummary(sandbox.network.totals);
+      network.append(text('div', 'hopx-SandboxCard-networkTotals', `network: ${totals}`));
+      const list = element('ul', 'hopx-SandboxCard-connections');
+      for (const connection of sandbox.network.recent) {
+        const item = text('li', 'hopx-SandboxCard-connection', connectionText(connection));
+        item.dataset.decision = connection.allowed ? 'allowed' : 'denied';
+        item.title = connection.reason;
+        list.append(item);
+      }
+      network.append(list);
+      card.append(network);
+    }
 
     const cull = sandbox.next_cull;
     const next = cull

@@ -2,11 +2,13 @@ import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 
 import {
+  connectionText,
   cpuCores,
   cullCountdown,
   formatBytes,
   formatDuration,
   inCullWarning,
+  networkSummary,
   percentOf,
   secondsUntil,
   stopReasonText
@@ -98,4 +100,48 @@ test('inCullWarning is true only within warn_before of a cull that is still ahea
   assert.equal(inCullWarning(sandboxCulledIn(0)), false);
   assert.equal(inCullWarning(sandboxCulledIn(null)), false);
   assert.equal(inCullWarning(sandboxCulledIn(30, true)), false);
+});
+
+test('networkSummary and connectionText say where to, how much, or why not', () => {
+  assert.equal(
+    networkSummary({ allowed: 3, denied: 1, bytes_sent: 1229, bytes_received: 35 * 1024 }),
+    '3 allowed · 1 denied · ↓35 KiB ↑1.2 KiB'
+  );
+  const allowed = {
+    started: 0,
+    protocol: 'tls' as const,
+    destination_name: 'pypi.org',
+    destination_address: '151.101.0.223',
+    port: 443,
+    allowed: true,
+    rule: 'pypi.org:443',
+    reason: "allowed by the rule 'pypi.org:443'",
+    bytes_sent: 1024,
+    bytes_received: 35 * 1024
+  };
+  assert.equal(connectionText(allowed), 'pypi.org:443 ↓35 KiB ↑1 KiB');
+  assert.equal(
+    connectionText({
+      ...allowed,
+      protocol: 'dns',
+      destination_name: 'evil.example.org',
+      destination_address: null,
+      port: null,
+      allowed: false,
+      reason: 'no rule allows the name evil.example.org'
+    }),
+    'evil.example.org (dns): no rule allows the name evil.example.org'
+  );
+  assert.equal(
+    connectionText({
+      ...allowed,
+      protocol: 'http',
+      destination_name: null,
+      destination_address: '151.101.0.11',
+      port: 80,
+      allowed: false,
+      reason: 'no rule allows 151.101.0.11 port 80'
+    }),
+    '151.101.0.11:80 (http): no rule allows 151.101.0.11 port 80'
+  );
 });
