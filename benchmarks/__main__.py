@@ -7,6 +7,7 @@ JSON with a description of the machine.
     python -m benchmarks [--runs 20] [--round-trips 300] [--json results.json]
     python -m benchmarks --quick      # the smoke version CI runs: does the harness work?
     python -m benchmarks --render [--renders 10] [--quick]   # rendering in the browser
+    python -m benchmarks --network [--quick]     # outbound traffic through a policy (root)
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from benchmarks import batches, measures, memory, render
+from benchmarks import batches, measures, memory, network, render
 from benchmarks.kernels import HOPX, STOCK, STOCK_CURVE, kernelspecs
 from benchmarks.stats import Metric, Samples, breakdown, summary, table
+from runtime.units import format_size
 
 KERNELS = (STOCK, HOPX)
 # Warm kernels: the stock kernel with CurveZMQ too, which splits Hopx's cost in two.
@@ -220,6 +222,33 @@ def main_render(renders: int, json_path: str) -> int:
     return 0
 
 
+def main_network(quick: bool, json_path: str) -> int:
+    """The outbound network benchmark alone: a Hopx kernel's client against the host's own."""
+    runs, size, setups = (1, 64 << 20, 20) if quick else (5, 1 << 30, 200)
+    samples = Samples()
+    began = time.time()
+    measured = network.measure(runs, size, setups, samples)
+    rows = summary(network.METRICS, samples, network.HOST, HOPX)
+    about = machine()
+    print(describe(about))
+    print(
+        f"{runs} rounds of a {format_size(size)} download and {setups} one-byte connections, "
+        "alternating between a client on the host (the stock column) and the same client in a "
+        "Hopx kernel whose network_allow names the server"
+    )
+    print(table(rows))
+    if json_path:
+        report = {
+            "machine": about,
+            "started": began,
+            "settings": {"runs": runs, "size": size, "setups": setups},
+            "rows": [asdict(r) for r in rows],
+            "network": measured,
+        }
+        write_json(json_path, report, samples)
+    return 0 if len(rows) == len(network.METRICS) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0]
@@ -242,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--renders", type=int, default=10, help="openings of each notebook per kernel (--render)"
     )
+    parser.add_argument(
+        "--network",
+        action="store_true",
+        help="instead: downloads and connections through an outbound policy (needs root)",
+    )
     args = parser.parse_args(argv)
+    if args.network:
+        return main_network(args.quick, args.json)
     if args.render:
         return main_render(1 if args.quick else args.renders, args.json)
     runs, round_trips, floods = args.runs, args.round_trips, args.floods

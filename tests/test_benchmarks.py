@@ -76,3 +76,33 @@ def test_quick_render_benchmark_times_both_notebooks_on_both_kernels(tmp_path: P
     assert notebooks["open a notebook of 50 outputs → rendered"]["hopx_output_frames"] == 0
     assert notebooks["open a notebook of 50 outputs → rendered"]["hopx_inert_outputs"] == 20
     assert report["render"]["labextension"].startswith("static/remoteEntry.")
+
+
+def test_quick_network_benchmark_measures_both_sides(tmp_path: Path) -> None:
+    """Downloads and one-byte connections, through a Hopx kernel's policy and from the host,
+    every figure there and finite; the server's namespace is gone afterwards."""
+    results = tmp_path / "network.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--network", "--quick", "--json", str(results)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(results.read_text())
+    figures = {row["metric"]: row for row in report["rows"]}
+    assert sorted(figures) == [
+        "connect and get 1 byte (through the policy)",
+        "download from a local server (through the policy) → MB/s",
+    ]
+    for name, row in figures.items():
+        for key in ("stock_median", "hopx_median", "ratio"):
+            assert math.isfinite(row[key]), (name, key, row[key])
+            assert row[key] > 0, (name, key, row[key])
+        assert f"| {name} |" in run.stdout
+    assert figures["connect and get 1 byte (through the policy)"]["samples"] == 20
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    namespaces = listed.stdout
+    assert "hopx-inet-" not in namespaces
