@@ -197,6 +197,8 @@ def _list(args: argparse.Namespace) -> int:
                 else None,
                 "limits": data.get("limits", {}),
                 "memory_bytes": record.memory_usage(),
+                # Outbound totals (allowed, denied, bytes each way); None without a policy.
+                "network": data.get("network"),
             }
         )
     if args.json:
@@ -207,7 +209,7 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'KERNEL ID':<36}  {'ADDRESS':<15}  {'PID':>7}  {'OWNER':<15}  {'AGE':>8}  "
-        f"{'ENDS IN':>8}  {'MEMORY':>15}  {'CPUS':>4}  {'PIDS':>5}"
+        f"{'ENDS IN':>8}  {'MEMORY':>15}  {'CPUS':>4}  {'PIDS':>5}  {'NETWORK':<20}"
     )
     for row in rows:
         limits = row["limits"]
@@ -219,7 +221,8 @@ def _list(args: argparse.Namespace) -> int:
         print(
             f"{row['kernel_id']:<36}  {row['address'] or '-':<15}  {row['pid']:>7}  "
             f"{row['owner']:<15.15}  {_age(row['age_seconds']):>8}  {ends:>8}  "
-            f"{memory:>15}  {limits.get('cpus', 0):>4}  {limits.get('pids', 0):>5}"
+            f"{memory:>15}  {limits.get('cpus', 0):>4}  {limits.get('pids', 0):>5}  "
+            f"{_network(row['network']):<20}"
         )
     return 0
 
@@ -299,6 +302,14 @@ def _stop_supervisor(pid: int) -> None:
             raise TimeoutError(pid)
     finally:
         os.close(pidfd)
+
+
+def _network(totals: dict[str, int] | None) -> str:
+    """ "2 ok 1 denied 38.1M in": a sandbox's outbound totals; "-" without a policy."""
+    if not totals:
+        return "-"
+    received = _approximate(int(totals.get("bytes_received", 0)))
+    return f"{totals.get('allowed', 0)} ok {totals.get('denied', 0)} denied {received} in"
 
 
 def _approximate(n: int) -> str:

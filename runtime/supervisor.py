@@ -68,6 +68,8 @@ STDERR_TAIL_BYTES = 4096
 # The same network warning goes to the owner's log at most this often (seconds), for this many
 # different destinations before they are forgotten.
 WARN_INTERVAL = 60.0
+# The state record is rewritten with new outbound totals at most this often (seconds).
+STATE_RECORD_INTERVAL = 2.0
 MAX_WARNED = 1024
 OUTPUT_PIPE_BYTES = 1024 * 1024
 
@@ -123,6 +125,11 @@ class Supervisor:
             else None
         )
         self._warned: dict[str, float] = {}
+        # Outbound totals, for host tools (`jupyter hopx list`) through the state record.
+        self.network_totals = {"allowed": 0, "denied": 0, "bytes_sent": 0, "bytes_received": 0}
+        self._record_written = 0.0
+        # When the state record is next to be rewritten with new totals, if it is.
+        self._record_due: float | None = None
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -438,11 +445,14 @@ class Supervisor:
             "workspace_mode": spec.workspace_mode,
             "host_uid": self.host_uid,
             "address": self.address,
+            "network": self.network_totals if self.network.outbound else None,
         }
         path = os.path.join(spec.state_dir, STATE_RECORD)
         with open(path + ".tmp", "w") as f:
             json.dump(record, f)
         os.replace(path + ".tmp", path)
+        self._record_written = time.time()
+        self._record_due = None
 
     @property
     def host_uid(self) -> int:
@@ -473,6 +483,8 @@ class Supervisor:
                 self.stop("max_lifetime", graceful=True)
             if self._escalation is not None and time.time() >= self._escalation[1]:
                 self._escalate()
+            if self._record_due is not None and time.time() >= self._record_due:
+                self._write_state_record()
             for key, _ in ready:
                 self._on_ready(selector, key, pending)
         selector.close()
@@ -504,6 +516,10 @@ class Supervisor:
         the egress process saw."""
         records = self.network.read_records()
         for record in records:
+            totals = self.network_totals
+            totals["allowed" if record.allowed else "denied"] += 1
+            totals["bytes_sent"] += max(0, int(record.bytes_sent))
+            totals["bytes_received"] += max(0, int(record.bytes_received))
             if self.connection_log is not None:
                 try:
                     self.connection_log.write(record)
@@ -517,6 +533,10 @@ class Supervisor:
                     f"denied {record.protocol} to {target} port {record.port}: {record.reason}; "
                     "to allow it, add a rule to network_allow (and none in network_deny)",
                 )
+
+        if records and self._record_due is None:
+            # New totals for the state record: now, or once the last rewrite is old enough.
+            self._record_due = max(time.time(), self._record_written + STATE_RECORD_INTERVAL)
 
     def _warn_once(self, key: str, what: str) -> None:
         """A WARNING line in the owner's log, at most once a minute for the same thing."""
@@ -532,10 +552,13 @@ class Supervisor:
         )
 
     def _time_to_next_step(self, deadline: float | None) -> float | None:
-        """Seconds until the max lifetime or the next escalation step; None if neither."""
+        """Seconds until the max lifetime, the next escalation step or the state record's next
+        rewrite; None if none."""
         times = [] if deadline is None or self._stop_reason else [deadline]
         if self._escalation is not None:
             times.append(self._escalation[1])
+        if self._record_due is not None:
+            times.append(self._record_due)
         return max(0.0, min(times) - time.time()) if times else None
 
     def _read_commands(self, pending: bytearray) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from internet_harness import serve_at
+from test_cli import hopx
 
 from conftest import EGRESS_NAME, Kernel, assert_no_leaks, hopx_processes, wait_until
 from server_harness import Server
@@ -173,6 +174,17 @@ def test_outbound_traffic_goes_where_the_policy_allows_and_is_logged(
         assert record["kernelspec"] == kernel.km.kernel_name
         assert record["protocol"] == "http"
     assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+    # `jupyter hopx list` shows the totals (from the state record, rewritten as they change).
+    def listed() -> Any:
+        rows = json.loads(hopx("list", "--json").stdout)
+        return rows[0]["network"] if rows else None
+
+    assert wait_until(lambda: (listed() or {}).get("denied") == 1, 10)
+    totals = listed()
+    assert totals["allowed"] == 1
+    assert totals["bytes_received"] == allowed[0]["bytes_received"]
+    assert "1 ok 1 denied" in hopx("list").stdout
 
     # The egress process holds none of the server's privileges, and ends with the sandbox.
     egress = [p for p in hopx_processes() if EGRESS_NAME in p]
