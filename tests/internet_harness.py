@@ -8,7 +8,52 @@ from pathlib import Path
 
 from benchmarks.internet import serve_at
 
-__all__ = ["make_test_ca", "serve_at"]
+__all__ = ["WEB_SERVER", "fetch_code", "make_test_ca", "serve_at"]
+
+# An HTTP server on port 80 of the address it is given: `/bytes/<n>` answers n bytes, any other
+# path "hello from <Host><path>".
+WEB_SERVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Answer(BaseHTTPRequestHandler):
+    def do_GET(self):
+        size = self.path.removeprefix("/bytes/")
+        if size.isdigit():
+            body = b"x" * int(size)
+        else:
+            body = f"hello from {self.headers['Host']}{self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer((sys.argv[1], 80), Answer)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+def fetch_code(urls: dict[str, str]) -> str:
+    """Python that fetches each URL with urllib and prints, as JSON, [status, body] for each, or
+    ["error", errno name] when it got no HTTP answer."""
+    return f"""
+import errno, json, urllib.error, urllib.request
+seen = {{}}
+for key, url in {urls!r}.items():
+    try:
+        with urllib.request.urlopen(url, timeout=20) as response:
+            seen[key] = [response.status, response.read().decode()]
+    except urllib.error.HTTPError as e:
+        seen[key] = [e.code, e.read().decode()]
+    except OSError as e:
+        reason = getattr(e, "reason", e)
+        seen[key] = ["error", errno.errorcode.get(getattr(reason, "errno", 0), str(reason))]
+print(json.dumps(seen))
+"""
 
 
 def make_test_ca(folder: Path, name: str) -> tuple[Path, Path, Path]:

@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -46,31 +47,39 @@ def test_quick_benchmark_reports_every_figure_for_both_kernels(tmp_path: Path) -
     assert all(0 <= n <= 2 for n in fallbacks.values()), fallbacks
 
 
-def test_quick_render_benchmark_times_both_notebooks_on_both_kernels(tmp_path: Path) -> None:
-    """The rendering benchmark in headless Chromium: each notebook opened once per kernel
-    after the warm-up, every figure there and finite (its speed is not judged here)."""
-    results = tmp_path / "render.json"
+def quick_run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """`python -m benchmarks <args> --quick`: its JSON report, and its figures by name, each
+    checked to be in the printed table with finite, positive medians, tails and ratio."""
+    results = tmp_path / "results.json"
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--render", "--quick", "--json", str(results)],
+        [sys.executable, "-m", "benchmarks", *args, "--quick", "--json", str(results)],
         cwd=PROJECT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(results.read_text())
+    report: dict[str, Any] = json.loads(results.read_text())
     figures = {row["metric"]: row for row in report["rows"]}
+    for name, row in figures.items():
+        for key in ("stock_median", "hopx_median", "stock_p95", "hopx_p95", "ratio"):
+            assert math.isfinite(row[key]), (name, key, row[key])
+            assert row[key] > 0, (name, key, row[key])
+        assert f"| {name} |" in run.stdout
+    return report, figures
+
+
+def test_quick_render_benchmark_times_both_notebooks_on_both_kernels(tmp_path: Path) -> None:
+    """The rendering benchmark in headless Chromium: each notebook opened once per kernel
+    after the warm-up, every figure there and finite (its speed is not judged here)."""
+    report, figures = quick_run(tmp_path, "--render")
     assert sorted(figures) == [
         "open a Plotly figure → rendered",
         "open a notebook of 50 outputs → rendered",
     ]
     for name, row in figures.items():
         assert row["samples"] == 1, (name, row)
-        for key in ("stock_median", "hopx_median", "stock_p95", "hopx_p95", "ratio"):
-            assert math.isfinite(row[key]), (name, key, row[key])
-            assert row[key] > 0, (name, key, row[key])
-        assert f"| {name} |" in run.stdout
     notebooks = report["render"]["notebooks"]
     # Its tables, Markdown and HTML are inert: rebuilt in the page, no frame made.
     assert notebooks["open a notebook of 50 outputs → rendered"]["hopx_output_frames"] == 0
@@ -81,27 +90,11 @@ def test_quick_render_benchmark_times_both_notebooks_on_both_kernels(tmp_path: P
 def test_quick_network_benchmark_measures_both_sides(tmp_path: Path) -> None:
     """Downloads and one-byte connections, through a Hopx kernel's policy and from the host,
     every figure there and finite; the server's namespace is gone afterwards."""
-    results = tmp_path / "network.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--network", "--quick", "--json", str(results)],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(results.read_text())
-    figures = {row["metric"]: row for row in report["rows"]}
+    _, figures = quick_run(tmp_path, "--network")
     assert sorted(figures) == [
         "connect and get 1 byte (through the policy)",
         "download from a local server (through the policy) → MB/s",
     ]
-    for name, row in figures.items():
-        for key in ("stock_median", "hopx_median", "ratio"):
-            assert math.isfinite(row[key]), (name, key, row[key])
-            assert row[key] > 0, (name, key, row[key])
-        assert f"| {name} |" in run.stdout
     assert figures["connect and get 1 byte (through the policy)"]["samples"] == 20
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     namespaces = listed.stdout

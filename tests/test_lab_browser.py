@@ -13,7 +13,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from internet_harness import serve_at
+from internet_harness import WEB_SERVER, serve_at
 from playwright.sync_api import Browser, Page, expect
 
 from browser_harness import UI_TIMEOUT, open_notebook, run_first_cell, shoot, write_notebook
@@ -170,28 +170,8 @@ def test_a_start_error_shows_the_fix_in_full(
     page.close()
 
 
-WEB_SERVER = """
-import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-class Answer(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"x" * 40000
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-server = HTTPServer((sys.argv[1], 80), Answer)
-print("ready", flush=True)
-server.serve_forever()
-"""
-
 FETCH_CELL = """import urllib.error, urllib.request
-print(len(urllib.request.urlopen("http://{allowed}/data", timeout=20).read()))
+print(len(urllib.request.urlopen("http://{allowed}/bytes/40000", timeout=20).read()))
 try:
     urllib.request.urlopen("http://{refused}/", timeout=20)
 except urllib.error.HTTPError as e:

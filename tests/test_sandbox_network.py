@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from internet_harness import serve_at
+from internet_harness import WEB_SERVER, fetch_code, serve_at
 from test_cli import hopx
 
 from conftest import EGRESS_NAME, Kernel, assert_no_leaks, hopx_processes, wait_until
@@ -97,44 +97,6 @@ def internet() -> Iterator[Internet]:
         yield Internet(address, 80)
 
 
-WEB_SERVER = """
-import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-class Answer(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"hello from {self.headers['Host']}{self.path}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-server = HTTPServer((sys.argv[1], 80), Answer)
-print("ready", flush=True)
-server.serve_forever()
-"""
-
-FETCH = textwrap.dedent(
-    """
-    import errno, json, urllib.error, urllib.request
-    seen = {{}}
-    for key, url in {urls!r}.items():
-        try:
-            with urllib.request.urlopen(url, timeout=20) as response:
-                seen[key] = [response.status, response.read().decode()]
-        except urllib.error.HTTPError as e:
-            seen[key] = [e.code, e.read().decode()]
-        except OSError as e:
-            reason = getattr(e, "reason", e)
-            seen[key] = ["error", errno.errorcode.get(getattr(reason, "errno", 0), str(reason))]
-    print(json.dumps(seen))
-    """
-)
-
-
 def test_outbound_traffic_goes_where_the_policy_allows_and_is_logged(
     start_kernel: Callable[..., Kernel], internet: Internet, tmp_path: Path, runtime_dir: Path
 ) -> None:
@@ -148,8 +110,8 @@ def test_outbound_traffic_goes_where_the_policy_allows_and_is_logged(
     )
     address = address_of(kernel)
     seen = kernel.value(
-        FETCH.format(
-            urls={
+        fetch_code(
+            {
                 "allowed": f"http://{internet.address}/data.csv",
                 "other": "http://151.101.0.11/",
                 "host_loopback": "http://127.0.0.1:9/",
@@ -207,7 +169,7 @@ def test_the_server_shows_each_sandboxs_connections_and_warns_of_refusals(
     kernel_id = server.start_kernel(name)
     ws = server.connect(kernel_id)
     urls = {"allowed": f"http://{internet.address}/a", "other": "http://151.101.0.12/b"}
-    _, stdout = ws.execute(FETCH.format(urls=urls))
+    _, stdout = ws.execute(fetch_code(urls))
     seen = json.loads(stdout)
     assert seen["allowed"][0] == 200
     assert seen["other"][0] == 403

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from internet_harness import serve_at
+from internet_harness import WEB_SERVER, serve_at
 
 import runtime
 from conftest import assert_no_leaks, cgroup_limits
@@ -287,27 +287,6 @@ def test_doctor_as_an_unprivileged_user(delegated_cgroup: str) -> None:
     assert report["checks"][5]["found"].startswith("started and answered in")
 
 
-WEB = """
-import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-class Answer(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"hello, unprivileged"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-server = HTTPServer((sys.argv[1], 80), Answer)
-print("ready", flush=True)
-server.serve_forever()
-"""
-
-
 def test_unprivileged_server_gives_outbound_access_by_policy(
     start_owner: Callable[..., Owner], delegated_cgroup: str
 ) -> None:
@@ -315,17 +294,17 @@ def test_unprivileged_server_gives_outbound_access_by_policy(
     namespace, the egress process runs as that uid in the host's namespace, the allowed address
     answers, another is refused with a 403 saying why, and the log is the server user's."""
     address = "151.101.0.30"
-    with serve_at(address, WEB, address):
+    with serve_at(address, WEB_SERVER, address):
         owner = start_owner(
             "network",
-            urls={"allowed": f"http://{address}/", "other": "http://151.101.0.31/"},
+            urls={"allowed": f"http://{address}/x", "other": "http://151.101.0.31/"},
             cgroup_parent=delegated_cgroup,
             network_allow=[f"{address}:80"],
         )
         report = owner.report()
         owner.go_on()
     fetched = report["probe"]
-    assert fetched["allowed"] == [200, "hello, unprivileged"]
+    assert fetched["allowed"] == [200, f"hello from {address}/x"]
     assert fetched["other"][0] == 403
     assert "no rule allows 151.101.0.31 port 80" in fetched["other"][1]
     assert owner.report() == {"shutdown": True}

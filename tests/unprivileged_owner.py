@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 
+from internet_harness import fetch_code
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -49,23 +50,6 @@ PROBE = textwrap.dedent(
 )
 
 
-FETCH = textwrap.dedent(
-    """
-    import json, urllib.error, urllib.request
-    seen = {}
-    for key, url in URLS.items():
-        try:
-            with urllib.request.urlopen(url, timeout=20) as response:
-                seen[key] = [response.status, response.read().decode()]
-        except urllib.error.HTTPError as e:
-            seen[key] = [e.code, e.read().decode()]
-        except OSError as e:
-            seen[key] = ["error", str(e)]
-    print(json.dumps(seen))
-    """
-)
-
-
 def main() -> None:
     kernels_dir, workspace, port, secret, mode = sys.argv[1:6]
     km = KernelManager(
@@ -83,7 +67,7 @@ def main() -> None:
         kc.wait_for_ready(timeout=60)
         out: list[dict[str, object]] = []
         if mode == "network":
-            code = FETCH.replace("URLS", repr(json.loads(os.environ["HOPX_TEST_URLS"])))
+            code = fetch_code(json.loads(os.environ["HOPX_TEST_URLS"]))
         else:
             code = PROBE.replace("PORT", port).replace("SECRET", secret)
         kc.execute_interactive(code, output_hook=out.append, timeout=60)
