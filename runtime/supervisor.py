@@ -45,6 +45,7 @@ from runtime.claims import Claim
 from runtime.connection_log import ConnectionLog
 from runtime.host_uids import UidsExhausted, claim_uid, parse_uid_range
 from runtime.kernel_log import KernelLog, neutralise
+from runtime.network_activity import NetworkActivity
 from runtime.relay import Relay
 from runtime.sandbox_files import generated_files
 from runtime.sandbox_network import NetworkSetupError, SandboxNetwork
@@ -126,7 +127,7 @@ class Supervisor:
         )
         self._warned: dict[str, float] = {}
         # Outbound totals, for host tools (`jupyter hopx list`) through the state record.
-        self.network_totals = {"allowed": 0, "denied": 0, "bytes_sent": 0, "bytes_received": 0}
+        self.network_activity = NetworkActivity(recent=0)
         self._record_written = 0.0
         # When the state record is next to be rewritten with new totals, if it is.
         self._record_due: float | None = None
@@ -445,7 +446,7 @@ class Supervisor:
             "workspace_mode": spec.workspace_mode,
             "host_uid": self.host_uid,
             "address": self.address,
-            "network": self.network_totals if self.network.outbound else None,
+            "network": self.network_activity.totals() if self.network.outbound else None,
         }
         path = os.path.join(spec.state_dir, STATE_RECORD)
         with open(path + ".tmp", "w") as f:
@@ -516,16 +517,14 @@ class Supervisor:
         the egress process saw."""
         records = self.network.read_records()
         for record in records:
-            totals = self.network_totals
-            totals["allowed" if record.allowed else "denied"] += 1
-            totals["bytes_sent"] += max(0, int(record.bytes_sent))
-            totals["bytes_received"] += max(0, int(record.bytes_received))
+            fields = asdict(record)
+            self.network_activity.add(fields)
             if self.connection_log is not None:
                 try:
                     self.connection_log.write(record)
                 except OSError as e:
                     self._warn_once("log", f"the connection log cannot be written ({e})")
-            emit("connection", record=asdict(record))
+            emit("connection", record=fields)
             if not record.allowed:
                 target = record.destination_name or record.destination_address or "?"
                 self._warn_once(
