@@ -160,8 +160,13 @@ class SandboxNetwork:
             data = os.read(pipe.fileno(), 1 << 20)
         except BlockingIOError:
             data = None
-        if data == b"":
+        if data == b"" and not self.records_ended:
+            # The egress process has ended (its pipe closes as it exits): reap it now, not
+            # at the sandbox's end, so that it does not linger as a zombie.
             self.records_ended = True
+            assert self._egress is not None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._egress.wait(1)
         self._partial += data or b""
         *lines, self._partial = self._partial.split(b"\n")
         if len(self._partial) > MAX_RECORD_LINE:

@@ -501,6 +501,12 @@ class Supervisor:
             self._on_connection_records()
             if self.network.records_ended:
                 selector.unregister(key.fd)
+                # Its listener went with it: the sandbox's connections are refused from now on.
+                self._warn_once(
+                    "egress",
+                    "its egress process ended; the sandbox has no outbound "
+                    "network until the kernel is restarted",
+                )
         elif key.data == "command":
             if not self._read_commands(pending):
                 selector.unregister(0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -201,4 +203,41 @@ def test_the_server_shows_each_sandboxs_connections_and_warns_of_refusals(
     )
     assert "add a rule to network_allow" in warnings[0]
     assert server.api("GET", "/hopx/api/sandboxes/nope/network").status_code == 404
+    ws.close()
+
+
+def egress_pid() -> int:
+    [egress] = [p for p in hopx_processes() if EGRESS_NAME in p]
+    return int(egress.split(":")[0])
+
+
+def test_a_supervisor_killed_takes_its_egress_process_with_it(
+    start_kernel: Callable[..., Kernel], runtime_dir: Path
+) -> None:
+    kernel = start_kernel(network_allow=["151.101.0.0/16:80"], connection_log="")
+    egress = egress_pid()
+    os.kill(kernel.supervisor_pid, signal.SIGKILL)
+    assert wait_until(lambda: not Path(f"/proc/{egress}").exists(), 10)
+    assert wait_until(lambda: not hopx_processes(), 10)
+    kernel.km.shutdown_kernel(now=True)
+    assert_no_leaks(runtime_dir)
+
+
+def test_an_egress_process_killed_leaves_the_sandbox_without_a_way_out(
+    server: Server, make_kernelspec: Callable[..., str], internet: Internet
+) -> None:
+    """Fails closed: after its egress process is SIGKILLed, the kernel keeps running, its
+    connections are refused at once, and the server's log says why."""
+    name = make_kernelspec("hopx-net", network_allow=[f"{internet.address}:80"])
+    kernel_id = server.start_kernel(name)
+    ws = server.connect(kernel_id)
+    urls = {"allowed": f"http://{internet.address}/a"}
+    _, before = ws.execute(fetch_code(urls))
+    assert json.loads(before)["allowed"][0] == 200
+    os.kill(egress_pid(), signal.SIGKILL)
+    assert wait_until(lambda: not [p for p in hopx_processes() if EGRESS_NAME in p], 10)
+    _, after = ws.execute(fetch_code(urls))
+    assert json.loads(after)["allowed"] == ["error", "ECONNREFUSED"]
+    warning = f"of kernel {kernel_id}: its egress process ended; the sandbox has no outbound"
+    assert wait_until(lambda: warning in server.log(), 10), server.log()[-2000:]
     ws.close()
