@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -52,14 +53,15 @@ from runtime.network_policy import Decision, IPAddress, NetworkPolicy, parse_rul
 from runtime.outbound import OutboundJudge, Verdict
 from runtime.sandbox_address import parse_sandbox_network
 
-# Where the host side connects: an address and port, to an open stream pair. Tests replace it
-# to reach their own servers; the real one is asyncio's.
-Connect = Callable[[IPAddress, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+# Where the host side connects: an address and port, to a connected non-blocking socket. Tests
+# replace it to reach their own servers.
+Connect = Callable[[IPAddress, int], Awaitable[socket.socket]]
 
-# What a relay reads at once, and how much a stream buffers before it stops reading: a few of these
-# per direction is what one connection can hold on the host (about 2 MiB). From a local server,
-# 64 KiB chunks relayed 341 MB/s, 256 KiB 632-760 MB/s and 1 MiB 790 MB/s.
+# What a relay moves at once, through a pipe of this size per direction: what one connection
+# holds on the host beyond its sockets' own buffers. From a local server, spliced through 64 KiB
+# pipes 1028 MB/s, 256 KiB 1437 MB/s, 1 MiB 1498 MB/s (copied through this process: 760 MB/s).
 CHUNK: Final = 256 * 1024
+F_SETPIPE_SZ: Final = 1031  # <linux/fcntl.h>
 PROCESS_NAME: Final = "hopx-egress"
 # A DNS query over UDP, EDNS included, fits in this; the stub reads this many at a time.
 MAX_QUERY: Final = 4096
@@ -102,10 +104,16 @@ class SandboxIdentity:
 Report = Callable[[ConnectionRecord], None]
 
 
-async def open_to(
-    address: IPAddress, port: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(str(address), port, limit=CHUNK)
+async def open_to(address: IPAddress, port: int) -> socket.socket:
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (str(address), port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Egress:
@@ -135,18 +143,24 @@ class Egress:
         dns.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         loop = asyncio.get_running_loop()
         loop.add_reader(dns.fileno(), self._on_queries, dns)
-        server = await asyncio.start_server(self._accepted, sock=listener, limit=CHUNK)
+        connections: set[asyncio.Task[None]] = set()
         try:
-            await server.serve_forever()
+            while True:
+                sock, _ = await loop.sock_accept(listener)
+                sock.setblocking(False)
+                task = asyncio.ensure_future(self._accepted(sock))
+                connections.add(task)
+                task.add_done_callback(connections.discard)
         finally:
             loop.remove_reader(dns.fileno())
-            server.close()
+            for task in connections:
+                task.cancel()
 
     # --- connections ---------------------------------------------------------------------
 
-    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accepted(self, sock: socket.socket) -> None:
         started = time.time()
-        host, port = writer.get_extra_info("sockname")[:2]
+        host, port = sock.getsockname()[:2]
         original = ipaddress.ip_address(host)
         record = ConnectionRecord(
             started=started,
@@ -159,33 +173,28 @@ class Egress:
             reason="",
             **asdict(self._identity),
         )
-        if self._open >= self._limits.connections:
-            why = f"the sandbox has {self._open} connections open, its limit"
-            await self._refuse(writer, record, Decision(False, "connection limit", why), None)
-            return
-        self._open += 1
-        try:
-            await self._handle(reader, writer, original, port, record)
-        finally:
-            self._open -= 1
-            writer.close()
+        with sock:
+            if self._open >= self._limits.connections:
+                why = f"the sandbox has {self._open} connections open, its limit"
+                await self._refuse(sock, record, Decision(False, "connection limit", why), None)
+                return
+            self._open += 1
+            try:
+                await self._handle(sock, original, port, record)
+            finally:
+                self._open -= 1
 
     async def _handle(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        original: IPAddress,
-        port: int,
-        record: ConnectionRecord,
+        self, sock: socket.socket, original: IPAddress, port: int, record: ConnectionRecord
     ) -> None:
         stand_in = self._judge.names.holds(original)
         # Where the sandbox asked to go, unless that was a stand-in (then its name says it).
         record = replace(record, destination_address=None if stand_in else str(original))
-        first, named = await self._first_bytes(reader, stand_in)
+        first, named = await self._first_bytes(sock, stand_in)
         if isinstance(named, Malformed):
             why = f"its first bytes are not a {named.protocol.upper()} request: {named.reason}"
             record = replace(record, protocol=named.protocol)
-            await self._refuse(writer, record, Decision(False, "malformed", why), None)
+            await self._refuse(sock, record, Decision(False, "malformed", why), None)
             return
         loop = asyncio.get_running_loop()
         verdict: Verdict = await loop.run_in_executor(
@@ -194,13 +203,13 @@ class Egress:
         protocol: Protocol = named.protocol if named is not None else "tcp"
         record = replace(record, protocol=protocol, destination_name=verdict.name)
         if not verdict.decision.allowed:
-            await self._refuse(writer, record, verdict.decision, protocol)
+            await self._refuse(sock, record, verdict.decision, protocol)
             return
         upstream = await self._open_upstream(verdict, port)
         if isinstance(upstream, Decision):
-            await self._refuse(writer, record, upstream, protocol)
+            await self._refuse(sock, record, upstream, protocol)
             return
-        address, (up_reader, up_writer) = upstream
+        address, up = upstream
         record = replace(
             record,
             destination_address=str(address),
@@ -208,7 +217,8 @@ class Egress:
             rule=verdict.decision.rule,
             reason=verdict.decision.reason,
         )
-        sent, received = await self._relay(reader, writer, up_reader, up_writer, first)
+        with up:
+            sent, received = await self._relay(sock, up, first)
         self._report(
             replace(
                 record,
@@ -219,19 +229,24 @@ class Egress:
         )
 
     async def _first_bytes(
-        self, reader: asyncio.StreamReader, stand_in: bool
+        self, sock: socket.socket, stand_in: bool
     ) -> tuple[bytes, Named | Malformed | None]:
         """What the connection sends before the decision, and what it names: None when it
         sent nothing in time (decide by address, or by the stand-in's name) or ended."""
+        loop = asyncio.get_running_loop()
         first = b""
         wait = self._limits.stand_in_wait if stand_in else self._limits.first_bytes_wait
         deadline = time.monotonic() + self._limits.first_request
         while len(first) < MAX_FIRST_BYTES:
             timeout = wait if not first else deadline - time.monotonic()
             try:
-                chunk = await asyncio.wait_for(reader.read(MAX_FIRST_BYTES - len(first)), timeout)
+                chunk = await asyncio.wait_for(
+                    loop.sock_recv(sock, MAX_FIRST_BYTES - len(first)), timeout
+                )
             except TimeoutError:
                 break
+            except OSError:
+                chunk = b""
             if not chunk:
                 break
             first += chunk
@@ -246,62 +261,56 @@ class Egress:
 
     async def _open_upstream(
         self, verdict: Verdict, port: int
-    ) -> tuple[IPAddress, tuple[asyncio.StreamReader, asyncio.StreamWriter]] | Decision:
+    ) -> tuple[IPAddress, socket.socket] | Decision:
         errors = []
         for address in verdict.connect_to:
             try:
-                streams = await asyncio.wait_for(self._connect(address, port), self._limits.connect)
+                up = await asyncio.wait_for(self._connect(address, port), self._limits.connect)
             except (OSError, TimeoutError) as e:
                 errors.append(f"{address}: {e or 'timed out'}")
                 continue
-            return address, streams
+            return address, up
         target = verdict.name or verdict.connect_to[0]
         why = f"{target} port {port} did not answer ({'; '.join(errors)})"
         return Decision(False, "unreachable", why)
 
-    async def _relay(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        up_reader: asyncio.StreamReader,
-        up_writer: asyncio.StreamWriter,
-        first: bytes,
-    ) -> tuple[int, int]:
-        """Both ways until both ends have finished or neither has sent anything for `idle`
-        seconds; the bytes each way."""
-        counts = [len(first), 0]
-        last = [time.monotonic()]
-        up_writer.write(first)
-
-        async def pump(
-            source: asyncio.StreamReader, sink: asyncio.StreamWriter, index: int
-        ) -> None:
-            with contextlib.suppress(OSError):
-                while chunk := await source.read(CHUNK):
-                    counts[index] += len(chunk)
-                    last[0] = time.monotonic()
-                    sink.write(chunk)
-                    await sink.drain()
-                if sink.can_write_eof():
-                    sink.write_eof()
-
-        pumps = asyncio.gather(pump(reader, up_writer, 0), pump(up_reader, writer, 1))
+    async def _relay(self, sock: socket.socket, up: socket.socket, first: bytes) -> tuple[int, int]:
+        """Both ways until both ends have finished, either fails, or neither has sent anything
+        for `idle` seconds; the bytes each way. A failure (a reset) resets the other end too,
+        as an open network would show it."""
+        loop = asyncio.get_running_loop()
+        activity = _Activity(len(first))
         try:
-            while not pumps.done():
-                quiet = time.monotonic() - last[0]
+            await asyncio.wait_for(loop.sock_sendall(up, first), self._limits.idle)
+        except (OSError, TimeoutError):
+            _reset(sock)
+            return activity.counts[0], 0
+        pumps = [
+            asyncio.ensure_future(_splice_pump(sock, up, activity, 0)),
+            asyncio.ensure_future(_splice_pump(up, sock, activity, 1)),
+        ]
+        try:
+            while not all(pump.done() for pump in pumps):
+                quiet = time.monotonic() - activity.last
                 if quiet >= self._limits.idle:
-                    pumps.cancel()
                     break
-                await asyncio.wait([pumps], timeout=self._limits.idle - quiet)
+                failed = [p for p in pumps if p.done() and p.exception() is not None]
+                if failed:
+                    _reset(sock)
+                    _reset(up)
+                    break
+                await asyncio.wait(
+                    pumps, timeout=self._limits.idle - quiet, return_when="FIRST_COMPLETED"
+                )
         finally:
-            up_writer.close()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await pumps
-        return counts[0], counts[1]
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+        return activity.counts[0], activity.counts[1]
 
     async def _refuse(
         self,
-        writer: asyncio.StreamWriter,
+        sock: socket.socket,
         record: ConnectionRecord,
         decision: Decision,
         protocol: Protocol | None,
@@ -310,19 +319,18 @@ class Egress:
         saying so), cuts the connection, and logs it."""
         if protocol == "http":
             body = f"Hopx sandbox: connection refused: {decision.reason}\n".encode()
-            writer.write(
+            answer = (
                 b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                 + body
             )
-            with contextlib.suppress(OSError):
-                await writer.drain()
+            # A few hundred bytes fit in any socket buffer; a sandbox that does not read them
+            # in a second is not waited for.
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(asyncio.get_running_loop().sock_sendall(sock, answer), 1)
         else:
             # A reset, not an orderly end: the client sees a refusal, not an empty answer.
-            sock = writer.get_extra_info("socket")
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.close()
+            _reset(sock)
         self._report(
             replace(
                 record,
@@ -404,6 +412,88 @@ class Egress:
         while len(self._denials) > DENIALS_REMEMBERED:
             self._denials.popitem(last=False)
         return False
+
+
+class _Activity:
+    """Bytes each way (0: from the sandbox, 1: to it) and when the last one moved."""
+
+    def __init__(self, already_sent: int) -> None:
+        self.counts = [already_sent, 0]
+        self.last = time.monotonic()
+
+    def moved(self, direction: int, n: int) -> None:
+        self.counts[direction] += n
+        self.last = time.monotonic()
+
+
+async def _splice_pump(
+    source: socket.socket, sink: socket.socket, activity: _Activity, direction: int
+) -> None:
+    """Moves `source` to `sink` until `source` ends, then ends `sink`'s sending side. The bytes
+    go through a pipe with splice(2) and never enter this process: on a small machine, copying
+    them through it halved what a connection could carry."""
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+    try:
+        with contextlib.suppress(OSError):  # a user over its pipe quota keeps the default size
+            fcntl.fcntl(write_end, F_SETPIPE_SZ, CHUNK)
+        held = 0  # in the pipe, not yet in `sink`
+        ended = False
+        while True:
+            took = 0
+            if not ended:
+                try:
+                    took = os.splice(source.fileno(), write_end, CHUNK, flags=flags)
+                except BlockingIOError:  # nothing to read, or the pipe is full
+                    pass
+                else:
+                    ended = took == 0
+                    held += took
+                    activity.moved(direction, took)
+            if held:
+                try:
+                    gave = os.splice(read_end, sink.fileno(), held, flags=flags)
+                except BlockingIOError:
+                    await _ready(sink, writable=True)
+                    continue
+                held -= gave
+                activity.last = time.monotonic()
+            elif ended:
+                sink.shutdown(socket.SHUT_WR)
+                return
+            elif not took:
+                await _ready(source, writable=False)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def _ready(sock: socket.socket, writable: bool) -> None:
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def wake() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    fd = sock.fileno()
+    if writable:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        await future
+    finally:
+        if writable:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Makes the coming close a reset (RST), not an orderly end."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 # --- the egress process ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ sys.path.insert(0, {project!r})
 from runtime import libc, netns_setup
 from runtime.connection_log import ConnectionLog
 from runtime.dns_stub import NameMap
-from runtime.egress import Egress, EgressLimits, SandboxIdentity
+from runtime.egress import Egress, EgressLimits, SandboxIdentity, open_to
 from runtime.network_policy import NetworkPolicy, parse_rules
 from runtime.outbound import OutboundJudge
 
@@ -66,7 +67,7 @@ if egress == 0:
         local = config["servers"].get(f"{{address}}:{{port}}")
         if local is None:
             raise ConnectionRefusedError(111, "Connection refused")
-        return await asyncio.open_connection("127.0.0.1", local)
+        return await open_to(ipaddress.ip_address("127.0.0.1"), local)
 
     policy = NetworkPolicy(
         allow=parse_rules("network_allow", config["allow"]),
@@ -146,6 +147,29 @@ def echo():
         s.sendall(b"ping")
         return s.recv(100).decode()
 attempt("address_rule", echo)
+
+def bulk():
+    # 24 MiB each way at once through the echo server: every byte arrives, in order.
+    import hashlib, os, threading
+    data = os.urandom(24 << 20)
+    with socket.create_connection((%(echo)r, 8080), timeout=20) as s:
+        sender = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
+        sender.start()
+        got = hashlib.sha256()
+        n = 0
+        while chunk := s.recv(1 << 20):
+            got.update(chunk)
+            n += len(chunk)
+        sender.join()
+    return [n, got.hexdigest() == hashlib.sha256(data).hexdigest()]
+attempt("bulk", bulk)
+
+def upstream_reset():
+    # The server resets its connection: the sandbox's end is reset too, not left open.
+    with socket.create_connection((%(echo)r, 8080), timeout=20) as s:
+        s.sendall(b"reset")
+        return s.recv(100).decode() or "closed"
+attempt("upstream_reset", upstream_reset)
 
 def sni_to_my_own_address():
     # An allowed server name, sent to an address the sandbox chose: the host side connects to
@@ -236,7 +260,10 @@ def _echo_server() -> socket.socket:
 
 def _echo(connection: socket.socket) -> None:
     with connection:
-        while data := connection.recv(4096):
+        while data := connection.recv(1 << 20):
+            if data == b"reset":
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
             connection.sendall(data)
 
 
@@ -324,6 +351,15 @@ def test_allowed_names_work_for_every_client(outcome: dict[str, Any]) -> None:
     assert outcome["http"] == [200, "pypi.example.test /simple/"]
     assert outcome["https"] == [200, "tls.files.example.test /data.csv"]
     assert outcome["address_rule"] == "ping"
+
+
+def test_relayed_bytes_arrive_intact_and_a_reset_reaches_the_sandbox(
+    outcome: dict[str, Any],
+) -> None:
+    assert outcome["bulk"] == [24 << 20, True]
+    assert outcome["upstream_reset"][:2] == ["OSError", "ECONNRESET"]
+    [bulk] = [r for r in outcome["log"] if r["bytes_sent"] == 24 << 20]
+    assert bulk["bytes_received"] == 24 << 20
 
 
 def test_names_the_policy_does_not_mention_do_not_resolve(outcome: dict[str, Any]) -> None:
