@@ -16,6 +16,7 @@ enforces `max_lifetime` wherever the kernel runs; the rest is applied by the ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import os
@@ -24,6 +25,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import zmq
@@ -32,7 +34,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Bool, List, TraitError, Unicode, default, validate
 
-from hopx_kernel import events
+from hopx_kernel import events, network_events
 from hopx_kernel.environment import (
     DEFAULT_ENV_ALLOWLIST,
     python_paths,
@@ -504,7 +506,32 @@ class HopxProvisioner(KernelProvisionerBase):
             self._pid,
         )
         self.emit_event("started", f"Kernel {self.kernel_id} started in sandbox {spec.sandbox_id}.")
+        self._report_network_events(self.supervisor)
         return self.connection_info
+
+    def _report_network_events(self, supervisor: SupervisorHandle) -> None:
+        """The sandbox's outbound connections as `network` events, batched (see
+        hopx_kernel.network_events), emitted on the server's loop; only for a kernel with a
+        policy, in a server with an event bus."""
+        if not self.network_allow or getattr(self.parent, "event_logger", None) is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def schedule(delay: float, callback: Callable[[], None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the server's loop has closed
+                loop.call_soon_threadsafe(loop.call_later, delay, callback)
+
+        def emit(records: list[dict[str, Any]], omitted: int) -> None:
+            self.emit_event(
+                "network",
+                network_events.summary(self.kernel_id, records, omitted),
+                sandbox_id=supervisor.spec.sandbox_id,
+                connections=[network_events.event_record(r) for r in records],
+                omitted=omitted,
+                totals=supervisor.network.totals(),
+            )
+
+        supervisor.network.subscribe(network_events.NetworkEventBatcher(emit, schedule).add)
 
     def _sandbox_spec(self, cmd: list[str], kwargs: dict[str, Any]) -> SandboxSpec:
         km = self._km

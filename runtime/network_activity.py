@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 RECENT: Final = 100
@@ -17,6 +18,11 @@ class NetworkActivity:
         self._lock = threading.Lock()
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
         self._totals = {"allowed": 0, "denied": 0, "bytes_sent": 0, "bytes_received": 0}
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """`callback` is given each record added from now on, on the thread that adds it."""
+        self._subscribers.append(callback)
 
     def add(self, record: object) -> None:
         if not isinstance(record, dict):
@@ -28,6 +34,8 @@ class NetworkActivity:
                 value = record.get(field)
                 if isinstance(value, int) and value > 0:
                     self._totals[field] += value
+        for callback in self._subscribers:
+            callback(record)
 
     def totals(self) -> dict[str, int]:
         with self._lock:

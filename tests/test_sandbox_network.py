@@ -168,6 +168,7 @@ def test_the_server_shows_each_sandboxs_connections_and_warns_of_refusals(
     endpoint lists the policy, totals and recent connections (newest first), and the refusal is
     a warning in the server's log naming the setting to change."""
     name = make_kernelspec("hopx-net", network_allow=[f"{internet.address}:80"])
+    events = server.events()
     kernel_id = server.start_kernel(name)
     ws = server.connect(kernel_id)
     urls = {"allowed": f"http://{internet.address}/a", "other": "http://151.101.0.12/b"}
@@ -203,6 +204,33 @@ def test_the_server_shows_each_sandboxs_connections_and_warns_of_refusals(
     )
     assert "add a rule to network_allow" in warnings[0]
     assert server.api("GET", "/hopx/api/sandboxes/nope/network").status_code == 404
+
+    # The `network` events: the same two attempts, then a burst of 40 refusals batched into
+    # events of at most 20 listed, every attempt counted.
+    def network_events() -> list[dict[str, Any]]:
+        return [e for e in events.hopx(kernel_id) if e["action"] == "network"]
+
+    def reported() -> int:
+        return sum(len(e["connections"]) + e["omitted"] for e in network_events())
+
+    events.wait_for(lambda _: reported() >= 2, 10)
+    first = [c for e in network_events() for c in e["connections"]]
+    assert [(c["decision"], c["destination_address"]) for c in first] == [
+        ("allowed", internet.address),
+        ("denied", "151.101.0.12"),
+    ]
+    assert first[0]["rule"] == f"{internet.address}:80"
+    assert first[1]["reason"] == "no rule allows 151.101.0.12 port 80"
+    burst = {f"u{n}": f"http://151.101.3.{n}/" for n in range(40)}
+    _, stdout = ws.execute(fetch_code(burst))
+    assert all(answer[0] == 403 for answer in json.loads(stdout).values())
+    events.wait_for(lambda _: reported() >= 42, 15)
+    assert reported() == 42
+    batched = network_events()
+    assert len(batched) < 10, [len(e["connections"]) for e in batched]
+    assert all(len(e["connections"]) <= 20 for e in batched)
+    assert batched[-1]["totals"] == {**answer["totals"], "denied": 41}
+    assert "denied: 151.101.3." in batched[-1]["msg"]
     ws.close()
 
 
