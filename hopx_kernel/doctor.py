@@ -25,6 +25,7 @@ from hopx_kernel.host import missing_bwrap_options, outdated_bwrap_message, user
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.host_uids import accounts_in_range, parse_uid_range
+from runtime.sandbox_network import INTERCEPTION_FIX
 from runtime.spec import Limits
 from runtime.systemd_scope import scope_problem
 from runtime.units import LimitError
@@ -43,6 +44,8 @@ class Check:
     found: str
     # What to do about it, when not ok.
     fix: str = ""
+    # The kernels that need it, when not every kernel does: its failure stops only those.
+    needed_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,25 @@ def check_test_kernel(settings: Settings) -> Check:
     return Check("test kernel", True, f"started and answered in {took:.2f} s")
 
 
+def check_outbound_network(settings: Settings) -> Check:
+    """Set up, in a throwaway network namespace, what a sandbox with outbound access gets (its
+    nftables table and transparent listener), and see a connection land on the listener."""
+    needed_by = "kernels with network_allow"
+    result = subprocess.run(
+        [sys.executable, "-I", "-m", "runtime.sandbox_network"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        said = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
+        found = f"a sandbox's interception cannot be set up: {said[0]}"
+        fix = f"{INTERCEPTION_FIX.lower()}; kernels without network_allow do not need it"
+        return Check("outbound network", False, found, fix, needed_by=needed_by)
+    return Check("outbound network", True, "nftables and tproxy intercept a sandbox's connections")
+
+
 @contextlib.contextmanager
 def _stderr_captured() -> Iterator[IO[bytes]]:
     """Meanwhile, this process's stderr (where a kernel's own output goes) goes to a file."""
@@ -236,13 +258,14 @@ CHECKS: list[Callable[[Settings], Check]] = [
     check_cgroups,
     check_sandbox_uids,
     check_test_kernel,
+    check_outbound_network,
 ]
 
 
 def run_checks(settings: Settings) -> list[Check]:
     results: list[Check] = []
     for check in CHECKS:
-        if check is check_test_kernel and not all(r.ok for r in results):
+        if check is check_test_kernel and not can_start(results):
             results.append(Check("test kernel", False, "not tried: a check above failed"))
             continue
         results.append(check(settings))
@@ -317,12 +340,16 @@ def _review_kernelspecs(config: ServerConfig) -> Check:
     )
 
 
+def can_start(results: list[Check]) -> bool:
+    """Whether kernels start here: every check that every kernel needs passed."""
+    return all(r.ok for r in results if not r.needed_by)
+
+
 def report(results: list[Check], server: list[Check], config: str, *, as_json: bool) -> str:
-    can_start = all(r.ok for r in results)
     if as_json:
         return json.dumps(
             {
-                "can_start": can_start,
+                "can_start": can_start(results),
                 "checks": [asdict(r) for r in results],
                 "server": {"config": config, "checks": [asdict(r) for r in server]},
             }
@@ -337,8 +364,13 @@ def report(results: list[Check], server: list[Check], config: str, *, as_json: b
         lines.append(f"{'OK  ' if finding.ok else 'WARN'}  {finding.name:<16} {finding.found}")
         if finding.fix:
             lines.append(f"{'':22}fix: {finding.fix}")
-    verdict = "Hopx kernels can start here." if can_start else "Hopx kernels cannot start here."
-    return "\n".join([*lines, verdict])
+    verdict = (
+        "Hopx kernels can start here" if can_start(results) else "Hopx kernels cannot start here"
+    )
+    unable = [r.needed_by for r in results if not r.ok and r.needed_by]
+    if can_start(results) and unable:
+        verdict += f", except {' and '.join(unable)}"
+    return "\n".join([*lines, verdict + "."])
 
 
 def _server_review(config_file: str | None) -> tuple[list[Check], str]:
@@ -373,4 +405,4 @@ def main(args: Any) -> int:
     results = run_checks(settings)
     server, config = _server_review(args.config)
     print(report(results, server, config, as_json=args.json))
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if can_start(results) else 1

@@ -16,6 +16,7 @@ The steps follow the supervisor's start, whose order they depend on:
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import json
 import os
@@ -24,7 +25,7 @@ import subprocess
 import sys
 from typing import IO, Any
 
-from runtime import netns_setup
+from runtime import libc, netns_setup
 from runtime.claims import Claim
 from runtime.connection_log import ConnectionRecord
 from runtime.sandbox_address import AddressesExhausted, claim_address, parse_sandbox_network
@@ -37,6 +38,12 @@ LISTENER_PORT = 20199
 IP_TRANSPARENT = 19  # <linux/in.h>
 # The most one record line from the egress process may be; a longer one is cut and dropped.
 MAX_RECORD_LINE = 16 * 1024
+
+
+INTERCEPTION_FIX = (
+    "Install nftables (libnftables) and make sure the kernel has nf_tables and tproxy "
+    "(modules nf_tables, nft_tproxy, nf_tproxy_ipv4)"
+)
 
 
 class NetworkSetupError(RuntimeError):
@@ -127,18 +134,10 @@ class SandboxNetwork:
             netns_setup.give_address(self.address, route_everything=self.outbound)
             if not self.outbound:
                 return
-            netns_setup.intercept(self.address, LISTENER_PORT)
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listener.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
-            listener.bind(("127.0.0.1", LISTENER_PORT))
-            listener.listen(128)
-            dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            dns.bind(("0.0.0.0", 53))  # noqa: S104 - the sandbox's own namespace, every address
+            listener, dns = _intercept(self.address)
         except OSError as e:
-            msg = (
-                "Install nftables (libnftables) and make sure the kernel has nf_tables and "
-                f"tproxy: the sandbox's network for {self.address} could not be set up ({e})."
-            )
+            where = f"the sandbox's network for {self.address}"
+            msg = f"{INTERCEPTION_FIX}: {where} could not be set up ({e})."
             raise NetworkSetupError(msg) from e
         assert self._handover is not None
         with listener, dns:
@@ -193,3 +192,42 @@ class SandboxNetwork:
         if self._claim is not None:
             self._claim.release()
             self._claim = None
+
+
+def _intercept(address: ipaddress.IPv4Address) -> tuple[socket.socket, socket.socket]:
+    """The namespace's nftables table, and the transparent listener and DNS socket it hands
+    the sandbox's traffic to."""
+    netns_setup.intercept(address, LISTENER_PORT)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    listener.bind(("127.0.0.1", LISTENER_PORT))
+    listener.listen(128)
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dns.bind(("0.0.0.0", 53))  # noqa: S104 - the sandbox's own namespace, every address
+    return listener, dns
+
+
+def check_interception() -> None:
+    """What `jupyter hopx doctor` runs in a child process: in a network namespace of its own
+    (for good), set up what a sandbox with outbound access gets, and see a connection to a
+    public address land on the listener with that address. Raises OSError if it does not."""
+    libc.enter_private_network(unprivileged=os.geteuid() != 0)
+    own = ipaddress.IPv4Address("100.64.0.1")
+    netns_setup.give_address(own)
+    listener, dns = _intercept(own)
+    destination = ("192.0.2.1", 80)  # TEST-NET-1: never routed anywhere, and here not even tried
+    with listener, dns, socket.create_connection(destination, timeout=5):
+        listener.settimeout(5)
+        accepted, peer = listener.accept()
+        with accepted:
+            if accepted.getsockname() != destination or peer[0] != str(own):
+                msg = f"a connection to {destination} arrived as {accepted.getsockname()}"
+                raise OSError(errno.EPROTO, msg)
+
+
+if __name__ == "__main__":
+    try:
+        check_interception()
+    except OSError as e:
+        print(e, file=sys.stderr)
+        sys.exit(1)

@@ -5,6 +5,7 @@ warns without changing the exit status. (The unprivileged runs are in test_unpri
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import shutil
@@ -17,7 +18,15 @@ from typing import Any
 
 from conftest import hopx_processes, leftovers
 
-CHECK_NAMES = ["bubblewrap", "user namespaces", "seccomp", "cgroups", "sandbox uids", "test kernel"]
+CHECK_NAMES = [
+    "bubblewrap",
+    "user namespaces",
+    "seccomp",
+    "cgroups",
+    "sandbox uids",
+    "test kernel",
+    "outbound network",
+]
 PRESET = Path(__file__).parent.parent / "examples" / "lockdown" / "jupyter_server_config.py"
 
 
@@ -52,13 +61,14 @@ def test_doctor_passes_as_root_and_starts_a_kernel(runtime_dir: Path) -> None:
     result = doctor()
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines[:6]] == ["OK"] * 6, result.stdout
+    assert [line.split()[0] for line in lines[:7]] == ["OK"] * 7, result.stdout
     assert (
         "sandbox uids     each sandbox has a host uid of its own from 1879048192-" in result.stdout
     )
     assert "cgroups" in result.stdout
     assert "memory, CPU and process limits enforced" in result.stdout
     assert "test kernel      started and answered in" in result.stdout
+    assert "outbound network nftables and tproxy intercept a sandbox's connections" in result.stdout
     assert lines[-1] == "Hopx kernels can start here."
     # The kernel's own start-up chatter does not reach the terminal.
     assert "ipython kernel" not in result.stderr
@@ -90,7 +100,48 @@ def test_doctor_without_bubblewrap_fails_with_the_fix(runtime_dir: Path) -> None
         "ok": False,
         "found": "not tried: a check above failed",
         "fix": "",
+        "needed_by": "",
     }
+
+
+def test_doctor_without_nftables_says_which_kernels_cannot_start(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """With libnftables unreadable (an empty file mounted over it, in a mount namespace of the
+    doctor's own), the outbound network check fails with the fix and says only kernels with
+    network_allow are concerned: every other check passes and the exit status stays 0."""
+    library = ctypes.util.find_library("nftables")
+    assert library, "the test needs libnftables, as the sandboxes with a policy do"
+    ldconfig = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True)
+    [path] = [
+        line.rsplit(" => ", 1)[1]
+        for line in ldconfig.stdout.splitlines()
+        if line.strip().startswith(f"{library} ")
+    ][:1]
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    script = (
+        f"mount --make-rprivate / && mount --bind {empty} {path} && "
+        f"exec {sys.executable} -m hopx_kernel.cli doctor"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    [failed] = [line for line in lines if line.startswith("FAIL")]
+    assert failed.startswith("FAIL  outbound network a sandbox's interception cannot be set up: ")
+    assert "nftables" in failed
+    fix = lines[lines.index(failed) + 1].strip()
+    assert fix.startswith("fix: install nftables (libnftables) and make sure the kernel has")
+    assert fix.endswith("kernels without network_allow do not need it")
+    assert "test kernel      started and answered in" in result.stdout
+    assert lines[-1] == "Hopx kernels can start here, except kernels with network_allow."
+    assert not hopx_processes()
 
 
 FAKE_BWRAP = """#!/bin/sh
@@ -179,6 +230,7 @@ def test_doctor_warns_about_a_server_without_lockdown(
         "ok": False,
         "found": "on: a terminal runs commands on the host, outside any sandbox",
         "fix": "lockdown turns them off; or set c.ServerApp.terminals_enabled = False",
+        "needed_by": "",
     }
     kernelspecs = review["kernelspecs"]
     assert kernelspecs["ok"] is False
@@ -188,8 +240,8 @@ def test_doctor_warns_about_a_server_without_lockdown(
     text = doctor(env=env)
     assert text.returncode == 0
     lines = text.stdout.splitlines()
-    assert lines[6].startswith("Jupyter server configuration (from ")
-    assert [line.split()[0] for line in lines[7:] if line.startswith(("OK", "WARN"))] == [
+    assert lines[7].startswith("Jupyter server configuration (from ")
+    assert [line.split()[0] for line in lines[8:] if line.startswith(("OK", "WARN"))] == [
         "WARN"
     ] * 3
     assert lines[-1] == "Hopx kernels can start here."
@@ -242,6 +294,7 @@ def test_doctor_reads_the_config_file_given(
         "ok": True,
         "found": "off: ServerApp.terminals_enabled is False",
         "fix": "",
+        "needed_by": "",
     }
     assert review["kernelspecs"]["ok"] is True
     assert review["kernelspecs"]["found"].startswith("all start under Hopx: ")

@@ -262,6 +262,7 @@ def test_doctor_as_an_unprivileged_user(delegated_cgroup: str) -> None:
         "ok": True,
         "found": f"allowed for uid {UID}",
         "fix": "",
+        "needed_by": "",
     }
     assert checks["cgroups"]["ok"] is False
     assert "cannot enforce the" in checks["cgroups"]["found"]
@@ -283,8 +284,17 @@ def test_doctor_as_an_unprivileged_user(delegated_cgroup: str) -> None:
         "ok": True,
         "found": f"sandboxes run as this user (uid {UID})",
         "fix": "",
+        "needed_by": "",
     }
     assert report["checks"][5]["found"].startswith("started and answered in")
+    # A sandbox's interception works in a user namespace of its own too.
+    assert report["checks"][6] == {
+        "name": "outbound network",
+        "ok": True,
+        "found": "nftables and tproxy intercept a sandbox's connections",
+        "fix": "",
+        "needed_by": "",
+    }
 
 
 def test_unprivileged_server_gives_outbound_access_by_policy(
