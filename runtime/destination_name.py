@@ -212,7 +212,14 @@ _ABSOLUTE = re.compile(r"^[a-z][a-z0-9+.-]*://([^/?#]*)", re.IGNORECASE)
 
 def _http(first: bytes) -> Named | _NeedMore:
     """The Host of an HTTP/1 request: its one Host header's, which an absolute-form target (or
-    CONNECT's) must agree with."""
+    CONNECT's) must agree with. A first line that ends without naming any HTTP version is
+    another line-based protocol (SMTP's `EHLO name`), not HTTP."""
+    line_end = first.find(b"\r\n")
+    if line_end >= 0 and not _REQUEST_LINE.fullmatch(first[:line_end]):
+        if b" HTTP/" not in first[:line_end]:
+            return Named("tcp", None)
+        msg = "a request line that is not HTTP/1"
+        raise _Bad(msg)
     end = first.find(b"\r\n\r\n")
     if end < 0:
         if len(first) >= MAX_FIRST_BYTES:
@@ -221,9 +228,7 @@ def _http(first: bytes) -> Named | _NeedMore:
         return NEED_MORE
     lines = first[:end].split(b"\r\n")
     request = _REQUEST_LINE.fullmatch(lines[0])
-    if not request:
-        msg = "a request line that is not HTTP/1"
-        raise _Bad(msg)
+    assert request is not None  # checked above
     hosts = []
     for line in lines[1:]:
         field, colon, value = line.partition(b":")

@@ -190,7 +190,8 @@ class Egress:
         stand_in = self._judge.names.holds(original)
         # Where the sandbox asked to go, unless that was a stand-in (then its name says it).
         record = replace(record, destination_address=None if stand_in else str(original))
-        first, named = await self._first_bytes(sock, stand_in)
+        wait = self._limits.stand_in_wait if stand_in else self._limits.first_bytes_wait
+        first, named = await self._first_bytes(sock, wait)
         if isinstance(named, Malformed):
             why = f"its first bytes are not a {named.protocol.upper()} request: {named.reason}"
             record = replace(record, protocol=named.protocol)
@@ -217,8 +218,23 @@ class Egress:
             rule=verdict.decision.rule,
             reason=verdict.decision.reason,
         )
+        # A stand-in's connection that was silent so far was let by on the name it looked up;
+        # its first bytes, whenever they come, must not name another host.
+        late_check = (original, port) if stand_in and not first else None
         with up:
-            sent, received = await self._relay(sock, up, first)
+            activity, refusal = await self._relay(sock, up, first, late_check)
+        sent, received = activity.counts
+        if activity.late_protocol is not None:
+            record = replace(record, protocol=activity.late_protocol)
+        if refusal is not None:
+            decision = refusal.decision
+            record = replace(
+                record,
+                allowed=False,
+                rule=decision.rule,
+                reason=decision.reason,
+                protocol=refusal.protocol,
+            )
         self._report(
             replace(
                 record,
@@ -229,16 +245,16 @@ class Egress:
         )
 
     async def _first_bytes(
-        self, sock: socket.socket, stand_in: bool
+        self, sock: socket.socket, wait: float | None
     ) -> tuple[bytes, Named | Malformed | None]:
-        """What the connection sends before the decision, and what it names: None when it
-        sent nothing in time (decide by address, or by the stand-in's name) or ended."""
+        """What the connection sends first, and what it names: None when it sent nothing
+        within `wait` seconds (None: however long it takes), or ended. Once it began, its whole
+        first request must come within `first_request` seconds."""
         loop = asyncio.get_running_loop()
         first = b""
-        wait = self._limits.stand_in_wait if stand_in else self._limits.first_bytes_wait
-        deadline = time.monotonic() + self._limits.first_request
+        deadline = None
         while len(first) < MAX_FIRST_BYTES:
-            timeout = wait if not first else deadline - time.monotonic()
+            timeout = wait if deadline is None else deadline - time.monotonic()
             try:
                 chunk = await asyncio.wait_for(
                     loop.sock_recv(sock, MAX_FIRST_BYTES - len(first)), timeout
@@ -250,6 +266,7 @@ class Egress:
             if not chunk:
                 break
             first += chunk
+            deadline = deadline or time.monotonic() + self._limits.first_request
             answer = destination_name(first)
             if answer is not NEED_MORE:
                 assert isinstance(answer, Named | Malformed)
@@ -274,28 +291,43 @@ class Egress:
         why = f"{target} port {port} did not answer ({'; '.join(errors)})"
         return Decision(False, "unreachable", why)
 
-    async def _relay(self, sock: socket.socket, up: socket.socket, first: bytes) -> tuple[int, int]:
+    async def _relay(
+        self,
+        sock: socket.socket,
+        up: socket.socket,
+        first: bytes,
+        late_check: tuple[IPAddress, int] | None,
+    ) -> tuple[_Activity, _LateRefusal | None]:
         """Both ways until both ends have finished, either fails, or neither has sent anything
-        for `idle` seconds; the bytes each way. A failure (a reset) resets the other end too,
-        as an open network would show it."""
+        for `idle` seconds: the bytes each way, and the refusal if the sandbox's first bytes,
+        checked late (`late_check`: the address and port it asked for), named another host. A
+        failure (a reset) resets the other end too, as an open network would show it."""
         loop = asyncio.get_running_loop()
         activity = _Activity(len(first))
         try:
             await asyncio.wait_for(loop.sock_sendall(up, first), self._limits.idle)
         except (OSError, TimeoutError):
             _reset(sock)
-            return activity.counts[0], 0
+            return activity, None
+        outward = (
+            self._checked_then_spliced(sock, up, activity, late_check)
+            if late_check
+            else _splice_pump(sock, up, activity, 0)
+        )
         pumps = [
-            asyncio.ensure_future(_splice_pump(sock, up, activity, 0)),
+            asyncio.ensure_future(outward),
             asyncio.ensure_future(_splice_pump(up, sock, activity, 1)),
         ]
+        refusal = None
         try:
             while not all(pump.done() for pump in pumps):
                 quiet = time.monotonic() - activity.last
                 if quiet >= self._limits.idle:
                     break
-                failed = [p for p in pumps if p.done() and p.exception() is not None]
+                failed = [p.exception() for p in pumps if p.done() and p.exception() is not None]
                 if failed:
+                    if isinstance(failed[0], _LateRefusal):
+                        refusal = failed[0]
                     _reset(sock)
                     _reset(up)
                     break
@@ -306,7 +338,36 @@ class Egress:
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
-        return activity.counts[0], activity.counts[1]
+        return activity, refusal
+
+    async def _checked_then_spliced(
+        self,
+        sock: socket.socket,
+        up: socket.socket,
+        activity: _Activity,
+        asked_for: tuple[IPAddress, int],
+    ) -> None:
+        """The sandbox's side of a connection let by before it sent anything: its first bytes
+        (whenever they come; a server-first protocol's client answers the server) are read and
+        judged again, then everything else is spliced. A TLS server name or HTTP Host naming
+        another host than the one looked up raises _LateRefusal, as does a malformed one."""
+        loop = asyncio.get_running_loop()
+        first, answer = await self._first_bytes(sock, None)
+        activity.moved(0, len(first))
+        if isinstance(answer, Malformed):
+            why = f"its first bytes are not a {answer.protocol.upper()} request: {answer.reason}"
+            raise _LateRefusal(Decision(False, "malformed", why), answer.protocol)
+        if answer is not None and answer.protocol != "tcp":
+            verdict = await loop.run_in_executor(None, self._judge.judge, *asked_for, answer)
+            if not verdict.decision.allowed:
+                raise _LateRefusal(verdict.decision, answer.protocol)
+        if answer is not None:
+            activity.late_protocol = answer.protocol
+        await loop.sock_sendall(up, first)
+        if first:
+            await _splice_pump(sock, up, activity, 0)
+        else:
+            up.shutdown(socket.SHUT_WR)
 
     async def _refuse(
         self,
@@ -414,12 +475,24 @@ class Egress:
         return False
 
 
+class _LateRefusal(Exception):
+    """A connection's first bytes, judged after it was let by, refused it."""
+
+    def __init__(self, decision: Decision, protocol: Protocol) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+        self.protocol = protocol
+
+
 class _Activity:
-    """Bytes each way (0: from the sandbox, 1: to it) and when the last one moved."""
+    """Bytes each way (0: from the sandbox, 1: to it), when the last one moved, and what the
+    connection speaks if that was learnt late."""
 
     def __init__(self, already_sent: int) -> None:
         self.counts = [already_sent, 0]
         self.last = time.monotonic()
+        # What a connection let by before it sent anything turned out to speak.
+        self.late_protocol: Protocol | None = None
 
     def moved(self, direction: int, n: int) -> None:
         self.counts[direction] += n

@@ -188,6 +188,13 @@ REQUEST = b"GET /simple/ HTTP/1.1\r\nHost: PyPI.org\r\nAccept: */*\r\n\r\n"
         ),
         (b"SSH-2.0-OpenSSH_9.2\r\n", Named("tcp", None)),
         (b"PING\r\n", Named("tcp", None)),
+        (b"EHLO client.example\r\n", Named("tcp", None)),
+        (b"GET /\r\nHost: evil.example\r\n\r\n", Named("tcp", None)),
+        (
+            b"GET / HTTP/1.1 \r\nHost: pypi.org\r\n\r\n",
+            Malformed("http", "a request line that is not HTTP/1"),
+        ),
+        (b"GET / HTTP/3\r\n", Malformed("http", "a request line that is not HTTP/1")),
         (b"\x00\x01binary", Named("tcp", None)),
     ],
 )

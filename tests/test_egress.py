@@ -181,6 +181,32 @@ def sni_to_my_own_address():
             return s.recv(4096).decode().split("\\r\\n")[0]
 attempt("sni_elsewhere", sni_to_my_own_address)
 
+def silent_first(name, port, then):
+    # Looked up, connected, and nothing sent for longer than the egress waits (it lets the
+    # connection by on the looked-up name, as for a server that speaks first); then `then`.
+    address = socket.getaddrinfo(name, port)[0][4][0]
+    with socket.create_connection((address, port), timeout=20) as raw:
+        time.sleep(0.6)
+        return then(raw)
+
+def late_tls(server_hostname):
+    def then(raw):
+        with tls.wrap_socket(raw, server_hostname=server_hostname) as s:
+            s.sendall(b"GET /late HTTP/1.1\\r\\nHost: tls.files.example.test\\r\\n"
+                      b"Connection: close\\r\\n\\r\\n")
+            return s.recv(4096).decode().split("\\r\\n")[0]
+    return then
+
+def late_line(raw):
+    raw.sendall(b"EHLO me\\r\\n")
+    return raw.recv(100).decode()
+
+attempt("late_same_name", lambda: silent_first("tls.files.example.test", 443,
+                                               late_tls("tls.files.example.test")))
+attempt("late_other_name", lambda: silent_first("tls.files.example.test", 443,
+                                                late_tls("other.files.example.test")))
+attempt("late_line", lambda: silent_first("echo.example.test", 8080, late_line))
+
 def mismatch():
     address = socket.getaddrinfo("pypi.example.test", 80)[0][4][0]
     with socket.create_connection((address, 80), timeout=20) as s:
@@ -293,6 +319,7 @@ def run_owner(uid: int, folder: Path) -> dict[str, Any]:
             "*.files.example.test:443",
             "lan.example.test",
             f"{ECHO_ADDRESS}:8080",
+            "echo.example.test:8080",
         ],
         "deny": ["blocked.files.example.test"],
         "names": {
@@ -300,6 +327,7 @@ def run_owner(uid: int, folder: Path) -> dict[str, Any]:
             "tls.files.example.test": [TLS_ADDRESS],
             "blocked.files.example.test": [TLS_ADDRESS],
             "lan.example.test": ["10.0.0.5"],
+            "echo.example.test": [ECHO_ADDRESS],
         },
         "servers": {
             f"{HTTP_ADDRESS}:80": http.server_address[1],
@@ -372,9 +400,30 @@ def test_a_server_name_sent_to_another_address_reaches_the_names_own_server(
 ) -> None:
     """The certificate checked (the name's own), and the log says where it went."""
     assert outcome["sni_elsewhere"] == "HTTP/1.0 200 OK"
-    https = [r for r in outcome["log"] if r["destination_name"] == "tls.files.example.test"]
-    assert len(https) == 2
+    https = [
+        r
+        for r in outcome["log"]
+        if r["destination_name"] == "tls.files.example.test" and r["decision"] == "allowed"
+    ]
+    assert len(https) == 3  # "https", "sni_elsewhere" and "late_same_name"
+    assert {r["protocol"] for r in https} == {"tls"}
     assert {r["destination_address"] for r in https} == {TLS_ADDRESS}
+
+
+def test_first_bytes_sent_late_must_still_name_the_looked_up_host(
+    outcome: dict[str, Any],
+) -> None:
+    """A connection silent past the egress's wait is let by on its looked-up name; a TLS server
+    name it sends later is judged then: the same name works, another is cut (and logged as
+    a mismatch), and a line protocol that names nothing passes."""
+    assert outcome["late_same_name"] == "HTTP/1.0 200 OK"
+    assert outcome["late_other_name"][:2] == ["OSError", "ECONNRESET"]
+    assert outcome["late_line"] == "EHLO me\r\n"
+    [late] = [r for r in outcome["log"] if "other.files.example.test" in r["reason"]]
+    assert (late["decision"], late["rule"], late["protocol"]) == ("denied", "name mismatch", "tls")
+    assert late["reason"] == (
+        "looked up tls.files.example.test, then named other.files.example.test in its TLS request"
+    )
 
 
 def test_refusals_say_why(outcome: dict[str, Any]) -> None:
