@@ -192,7 +192,7 @@ class Supervisor:
 
     def _spawn_bwrap(self) -> None:
         spec = self.spec
-        files = generated_files(spec.hostname)
+        files = generated_files(spec.hostname, ipv6=not self.network.outbound)
         if self.network.outbound:
             # The stub answers on every address; the sandbox's own names it plainly.
             files["/etc/resolv.conf"] = f"nameserver {self.address}\noptions timeout:2\n".encode()

@@ -83,6 +83,36 @@ def test_an_address_is_free_again_once_its_sandbox_has_ended(
     assert address_of(third) == taken[0]
 
 
+LOCALHOST_PROBE = """
+import json, socket
+bound = []
+for family in (socket.AF_INET, socket.AF_INET6):
+    try:
+        [*_, address] = socket.getaddrinfo("localhost", 0, family, socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        bound.append("no address")
+        continue
+    with socket.socket(family) as s:
+        try:
+            s.bind(address)
+            bound.append(address[0])
+        except OSError as e:
+            bound.append(f"{address[0]}: {e.strerror}")
+print(json.dumps(bound))
+"""
+
+
+def test_localhost_names_only_the_address_families_the_sandbox_has(
+    start_kernel: Callable[..., Kernel],
+) -> None:
+    """Each address localhost names can be bound (a server asking for IPv6 localhost gets no
+    address rather than one it cannot use): with outbound access the sandbox has no IPv6."""
+    plain = start_kernel()
+    assert plain.value(LOCALHOST_PROBE) == ["127.0.0.1", "::1"]
+    outbound = start_kernel(network_allow=["151.101.0.0/16:80"], connection_log="")
+    assert outbound.value(LOCALHOST_PROBE) == ["127.0.0.1", "no address"]
+
+
 @dataclass(frozen=True)
 class Internet:
     """A web server at a public-looking address, in a network namespace the test made and
