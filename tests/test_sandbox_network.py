@@ -3,6 +3,7 @@ unique among running sandboxes, that its own servers can use, and no path to ano
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
 import json
 import os
@@ -130,12 +131,17 @@ def internet() -> Iterator[Internet]:
 
 
 def test_outbound_traffic_goes_where_the_policy_allows_and_is_logged(
-    start_kernel: Callable[..., Kernel], internet: Internet, tmp_path: Path, runtime_dir: Path
+    start_kernel: Callable[..., Kernel],
+    internet: Internet,
+    tmp_path: Path,
+    runtime_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A real kernel with an address rule: its HTTP request reaches the server the rule names;
     another public address gets a 403 saying why, in the notebook; both are in the connection
-    log with the kernel, its address and the rule; the host's own loopback stays out of reach
-    whatever the rules."""
+    log with the kernel, its address, the rule and the JupyterHub user the server runs for;
+    the host's own loopback stays out of reach whatever the rules."""
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     log = tmp_path / "connections.jsonl"
     kernel = start_kernel(
         network_allow=[f"{internet.address}:80", "127.0.0.1"], connection_log=str(log)
@@ -167,6 +173,7 @@ def test_outbound_traffic_goes_where_the_policy_allows_and_is_logged(
         assert record["sandbox_address"] == address
         assert record["kernelspec"] == kernel.km.kernel_name
         assert record["protocol"] == "http"
+        assert record["user"] == "alice"
     assert oct(log.stat().st_mode & 0o777) == "0o600"
 
     # `jupyter hopx list` shows the totals (from the state record, rewritten as they change).
@@ -199,7 +206,7 @@ def test_the_server_shows_each_sandboxs_connections_and_warns_of_refusals(
     a warning in the server's log naming the setting to change."""
     name = make_kernelspec("hopx-net", network_allow=[f"{internet.address}:80"])
     events = server.events()
-    kernel_id = server.start_kernel(name)
+    kernel_id = server.open_notebook("notebooks/net.ipynb", name)
     ws = server.connect(kernel_id)
     urls = {"allowed": f"http://{internet.address}/a", "other": "http://151.101.0.12/b"}
     _, stdout = ws.execute(fetch_code(urls))
@@ -223,6 +230,11 @@ def test_the_server_shows_each_sandboxs_connections_and_warns_of_refusals(
         internet.address,
     ]
     assert answer["recent"][0]["reason"] == "no rule allows 151.101.0.12 port 80"
+    # Each record names the notebook the kernel was opened for, and the server's user.
+    for record in answer["recent"]:
+        assert record["notebook"] == str(server.root / "notebooks" / "net.ipynb")
+        assert record["kernelspec"] == name
+        assert record["user"] == getpass.getuser()
     model = server.api("GET", f"/hopx/api/sandboxes/{kernel_id}").json()
     assert model["usage"]["network_bytes_received"] == answer["totals"]["bytes_received"]
     assert model["address"] == answer["address"]
