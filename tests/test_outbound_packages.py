@@ -1,7 +1,7 @@
 """`%pip install` through an outbound policy, as a papermill run in CI does it: a package from a
 PEP 503 index over HTTPS, by name, allowed by a name rule, with the connection log written
-without any Jupyter server; and the same from an index the policy does not name, failing at once
-with pip saying why.
+without any Jupyter server; the same server reached by requests, curl and a git clone; and the
+same from an index the policy does not name, failing at once with pip saying why.
 
 The index runs at a public-looking address in a network namespace the test makes
 (tests/internet_harness.py), with a certificate from a test CA the kernel is told to trust. The
@@ -86,6 +86,34 @@ def build_index(root: Path) -> None:
     )
 
 
+def build_repository(root: Path) -> None:
+    """A bare git repository, served as plain files (git's "dumb" HTTP protocol)."""
+    work = root.parent / "work"
+    git = ["git", "-c", "user.name=Hopx", "-c", "user.email=hopx@example.test"]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    (work / "README").write_text("cloned through the policy\n")
+    subprocess.run([*git, "-C", str(work), "add", "README"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "first"], check=True)
+    bare = root / "repo.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True)
+
+
+# Other clients, in the kernel: requests, curl and git, each trusting the test CA.
+OTHER_CLIENTS = """
+import json, os, subprocess, requests
+ca, base = {ca!r}, "https://{index}"
+seen = {{"requests": requests.get(f"{{base}}/simple/", verify=ca, timeout=20).status_code}}
+curl = subprocess.run(["curl", "-sS", "--cacert", ca, f"{{base}}/simple/"],
+                      capture_output=True, text=True)
+seen["curl"] = curl.stdout or curl.stderr
+clone = subprocess.run(["git", "clone", "-q", f"{{base}}/repo.git", "/tmp/repo"],
+                       env={{**os.environ, "GIT_SSL_CAINFO": ca}}, capture_output=True, text=True)
+seen["git"] = open("/tmp/repo/README").read() if clone.returncode == 0 else clone.stderr
+print(json.dumps(seen))
+"""
+
+
 def pip_install(index: str, ca: Path, target: str, retries: int = 0) -> str:
     """pip tells why a connection failed when it retries it."""
     return (
@@ -102,6 +130,7 @@ def test_pip_installs_from_an_allowed_index_and_fails_at_once_elsewhere(
         shared.chmod(0o755)
         ca, cert, key = make_test_ca(shared, INDEX_NAME)
         build_index(shared / "index")
+        build_repository(shared / "index")
         hosts = shared / "hosts"
         hosts.write_text(f"127.0.0.1 localhost\n{INDEX_ADDRESS} {INDEX_NAME} {ELSEWHERE}\n")
         log = tmp_path / "connections.jsonl"
@@ -125,6 +154,7 @@ def test_pip_installs_from_an_allowed_index_and_fails_at_once_elsewhere(
                 "print(hopx_hello.GREETING)"
             ),
             nbformat.v4.new_code_cell(pip_install(ELSEWHERE, ca, "/tmp/other", retries=1)),
+            nbformat.v4.new_code_cell(OTHER_CLIENTS.format(ca=str(ca), index=INDEX_NAME)),
         ]
         nbformat.write(nb, tmp_path / "in.ipynb")
         with serve_at(
@@ -160,6 +190,10 @@ def test_pip_installs_from_an_allowed_index_and_fails_at_once_elsewhere(
             in (texts[2])
         )
         assert "Successfully installed" not in texts[2]
+        others = json.loads(texts[3])
+        assert others["requests"] == 200
+        assert '<a href="hopx-hello/">' in others["curl"], others["curl"]
+        assert others["git"] == "cloned through the policy\n"
 
         records = [json.loads(line) for line in log.read_text().splitlines()]
         allowed = [r for r in records if r["decision"] == "allowed"]
