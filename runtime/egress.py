@@ -176,6 +176,10 @@ class Egress:
         with sock:
             if self._open >= self._limits.connections:
                 why = f"the sandbox has {self._open} connections open, its limit"
+                if self._judge.names.holds(original):
+                    record = replace(record, destination_name=self._judge.names.name_for(original))
+                else:
+                    record = replace(record, destination_address=str(original))
                 await self._refuse(sock, record, Decision(False, "connection limit", why), None)
                 return
             self._open += 1

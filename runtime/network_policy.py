@@ -144,11 +144,16 @@ class NetworkPolicy:
     host_addresses: frozenset[IPAddress] = frozenset()
 
     def decide(self, destination: Destination) -> Decision:
-        """Whether `destination` may be connected to, and the rule that says so."""
+        """Whether `destination` may be connected to, and the rule that says so. The reason,
+        which the sandbox sees, names a destination by its name when it has one, never by the
+        address the host resolved it to: a notebook must not read the host's DNS through it."""
         address = effective_address(destination.address)
+        # How the sandbox asked for it.
+        asked = destination.name or str(destination.address)
         never = self.never_reachable(address)
         if never:
-            return Decision(False, "never reachable", f"{address} is {never}")
+            verb = "resolves to" if destination.name else "is"
+            return Decision(False, "never reachable", f"{asked} {verb} {never}")
         public = address.is_global
         for rule in self.deny:
             if _matches(rule, destination, address, public):
@@ -161,13 +166,13 @@ class NetworkPolicy:
             and (rule.public or rule.name_matches(destination.name))
             for rule in self.allow
         ):
+            verb = "resolves to" if destination.name else "is"
             why = (
-                f"{destination.name or address} resolves to {address}, a private address: only "
-                "an address rule such as '10.0.0.0/8:5432' opens private addresses"
+                f"{asked} {verb} a private address: only an address rule such as "
+                "'10.0.0.0/8:5432' opens private addresses"
             )
             return Decision(False, "private address", why)
-        target = f"{destination.name} ({address})" if destination.name else str(address)
-        return Decision(False, "no rule", f"no rule allows {target} port {destination.port}")
+        return Decision(False, "no rule", f"no rule allows {asked} port {destination.port}")
 
     def decide_lookup(self, name: str) -> Decision:
         """Whether the sandbox may look `name` up: only a name some allow rule names (or `*`)

@@ -38,7 +38,7 @@ def test_the_default_allows_nothing() -> None:
     decision = NetworkPolicy().decide(to("pypi.org"))
     assert not decision.allowed
     assert decision.rule == "no rule"
-    assert decision.reason == f"no rule allows pypi.org ({PUBLIC}) port 443"
+    assert decision.reason == "no rule allows pypi.org port 443"
 
 
 @pytest.mark.parametrize(
@@ -114,9 +114,11 @@ def test_a_name_resolving_to_a_private_address_is_refused_with_the_way_to_allow_
     assert not decision.allowed
     assert decision.rule == "private address"
     assert decision.reason == (
-        "pypi.org resolves to 192.168.1.20, a private address: only an address rule such as "
+        "pypi.org resolves to a private address: only an address rule such as "
         "'10.0.0.0/8:5432' opens private addresses"
     )
+    # The sandbox sees the reason: it never learns what the host resolved a name to.
+    assert "192.168" not in decision.reason
 
 
 @pytest.mark.parametrize(
@@ -151,7 +153,9 @@ def test_some_addresses_are_never_reachable_whatever_the_rules(address: str, why
     decision = everything.decide(to("pypi.org", address))
     assert not decision.allowed
     assert decision.rule == "never reachable"
-    assert decision.reason.endswith(f"is {why}")
+    assert decision.reason == f"pypi.org resolves to {why}"
+    as_written = ipaddress.ip_address(address)
+    assert everything.decide(to(None, address)).reason == f"{as_written} is {why}"
 
 
 def test_the_sandbox_network_is_a_setting() -> None:
