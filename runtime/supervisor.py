@@ -38,17 +38,18 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from runtime import libc, own_size, quotas
+from runtime import inbound, libc, own_size, quotas
 from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup, parents_within_own_cgroup
 from runtime.claims import Claim
 from runtime.connection_log import ConnectionLog
 from runtime.host_uids import UidsExhausted, claim_uid, parse_uid_range
+from runtime.inbound import InboundRelay
 from runtime.kernel_log import KernelLog, neutralise
 from runtime.network_activity import NetworkActivity
 from runtime.relay import Relay
 from runtime.sandbox_files import generated_files
-from runtime.sandbox_network import NetworkSetupError, SandboxNetwork
+from runtime.sandbox_network import LISTENER_PORT, NetworkSetupError, SandboxNetwork
 from runtime.seccomp import build_filter
 from runtime.spec import CONNECTION_FILE, MAX_SPEC_BYTES, Channel, SandboxSpec
 from runtime.stop_notice import STARTUP_FILE, notice_signal, startup_file
@@ -118,6 +119,12 @@ class Supervisor:
         self.uid_claim: Claim | None = None
         # Its address, and its egress process when its policy allows outbound traffic.
         self.network = SandboxNetwork(spec)
+        # The way in to servers the notebook starts, for the Jupyter server's /hopx/proxy.
+        self.inbound = InboundRelay(
+            inbound.socket_path(spec.state_dir),
+            [channel.sandbox_port for channel in spec.channels] + [LISTENER_PORT],
+            lambda: self.address,
+        )
         self.connection_log = (
             ConnectionLog(
                 spec.connection_log, spec.connection_log_max_bytes, spec.connection_log_backups
@@ -158,6 +165,7 @@ class Supervisor:
         # The channels' host sockets are bound first, in the host's network namespace: bound in
         # the sandbox's, /proc/net/unix would show the kernel their paths.
         self.relay.listen()
+        self.inbound.listen()
         # A network namespace needs a single-threaded process: do it before any thread starts.
         try:
             libc.enter_private_network(unprivileged=os.geteuid() != 0)
@@ -471,6 +479,8 @@ class Supervisor:
         selector.register(self._signal_r, selectors.EVENT_READ, "signal")
         for fd in self.relay.listeners:
             selector.register(fd, selectors.EVENT_READ, "accept")
+        assert self.inbound.listener is not None
+        selector.register(self.inbound.listener, selectors.EVENT_READ, "inbound")
         records = self.network.records_pipe
         if records is not None:
             selector.register(records, selectors.EVENT_READ, "network")
@@ -497,6 +507,8 @@ class Supervisor:
     ) -> None:
         if key.data == "accept":
             self.relay.accept(int(key.fd))
+        elif key.data == "inbound":
+            self.inbound.accept()
         elif key.data == "network":
             self._on_connection_records()
             if self.network.records_ended:
@@ -702,6 +714,7 @@ class Supervisor:
             self.uid_claim.release()
         self.network.close()
         self.relay.close()
+        self.inbound.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.spec.state_dir, STATE_RECORD))
         if self._stop_reason == "owner_died":
