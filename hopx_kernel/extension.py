@@ -14,6 +14,7 @@ from jupyter_server.extension.application import ExtensionApp
 from hopx_kernel import contents, events
 from hopx_kernel.culler import Culler
 from hopx_kernel.handlers import default_handlers
+from hopx_kernel.proxy import proxy_handlers
 
 
 class HopxExtension(ExtensionApp):
@@ -37,6 +38,7 @@ class HopxExtension(ExtensionApp):
         assert self.serverapp is not None
         self.culler = Culler(self.serverapp.kernel_manager, self.log)
         self.handlers.extend(default_handlers(self.culler))
+        self.handlers.extend(proxy_handlers())
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         assert self.culler is not None

@@ -1,0 +1,369 @@
+"""`/hopx/proxy/<kernel-id>/<port>/<path>`: a web app a notebook started in its sandbox, reached
+through the Jupyter server, behind the same authentication and "kernels" permission as the
+kernel itself, for HTTP and websocket upgrades alike.
+
+The way in is the sandbox supervisor's inbound socket (runtime.inbound): nothing listens on a
+TCP port outside the sandbox, and the URL names a port of that sandbox only, never a host.
+
+What the app is sent: the request, without Jupyter's cookies, token or XSRF values (the app is
+the kernel's, and the kernel is not trusted with the user's session), with `X-Forwarded-Prefix`,
+`-Proto`, `-Host` and `-For`, and `X-Hopx-User` naming the authenticated user (a client's own
+copies of these are dropped). What the browser is sent: the app's answer under a
+Content-Security-Policy sandbox, so its pages run in an origin of their own that cannot use the
+user's Jupyter session, and without cookies the app tries to set for the server's other paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.utils import url_path_join
+from tornado import httputil, web
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.iostream import IOStream, StreamClosedError
+
+from hopx_kernel.provisioner import HopxProvisioner
+from runtime import inbound
+
+KERNEL_ID = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
+PORT = r"(?P<port>\d{1,5})"
+# Bounds on what passes: a response head, a websocket's response head, and how long an app may
+# take to answer (a streamed answer may then last as long as it likes).
+MAX_HEADER_BYTES: Final = 64 * 1024
+ANSWER_TIMEOUT: Final = 60.0
+CONNECT_TIMEOUT: Final = 10.0
+CHUNK: Final = 256 * 1024
+
+# Headers that describe one connection, not the message (RFC 9110 7.6.1), and those this proxy
+# sets itself: a client's own copies never reach the app.
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+SET_HERE: Final = frozenset(
+    {
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-prefix",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "forwarded",
+        "x-hopx-user",
+    }
+)
+USER_HEADER: Final = "X-Hopx-User"
+# Cookies of the Jupyter server and of JupyterHub: never sent to an app, never set by one.
+SESSION_COOKIE_PREFIXES: Final = ("_xsrf", "username-", "jupyterhub-")
+# The app's pages get an origin of their own: script runs, but not as the Jupyter server.
+SANDBOX_POLICY: Final = (
+    "sandbox allow-scripts allow-forms allow-popups allow-popups-to-escape-sandbox "
+    "allow-modals allow-downloads"
+)
+
+
+class ProxyError(web.HTTPError):
+    """The app could not be reached; the message says why, in words for the user."""
+
+
+@web.stream_request_body
+class ProxyHandler(JupyterHandler):
+    auth_resource = "kernels"
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+    _app: IOStream | None = None
+    _connection: HTTP1Connection | None = None
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare(_redirect_to_login=False)
+        user = self.current_user
+        if not user:
+            # A browser is sent to log in; a websocket client or a script cannot follow that.
+            accepts_html = "text/html" in self.request.headers.get("Accept", "")
+            if self.request.method in ("GET", "HEAD") and accepts_html and not self._is_upgrade():
+                web.authenticated(lambda _: None)(self)
+                return
+            raise web.HTTPError(403, "Log in to the Jupyter server to reach this kernel's servers.")
+        if not await ensure_async(self.authorizer.is_authorized(self, user, "execute", "kernels")):
+            raise web.HTTPError(403, "You may not reach this kernel's servers.")
+        kernel_id, port = self.path_kwargs["kernel_id"], int(self.path_kwargs["port"])
+        path = self._sandbox_socket(kernel_id)
+        self._touch(kernel_id)
+        if self._is_upgrade():
+            await self._tunnel_websocket(path, port)
+            return
+        self._app = await _open_app(path, port)
+        params = HTTP1ConnectionParameters(
+            no_keep_alive=True,
+            max_header_size=MAX_HEADER_BYTES,
+            header_timeout=ANSWER_TIMEOUT,
+            decompress=False,
+            chunk_size=CHUNK,
+        )
+        self._connection = HTTP1Connection(self._app, True, params)
+        start = httputil.RequestStartLine(self.request.method or "GET", self._target(), "HTTP/1.1")
+        headers = self._headers_for_app(port)
+        await self._connection.write_headers(start, headers)
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._connection is not None:
+            await self._connection.write(chunk)
+
+    async def _answer(self, **_: str) -> None:
+        """Once the request's body has gone to the app: its answer, streamed to the client."""
+        assert self._connection is not None
+        self._connection.finish()
+        answer = _Answer(self)
+        try:
+            complete = await self._connection.read_response(answer)
+        except (StreamClosedError, httputil.HTTPInputError):
+            complete = False
+        finally:
+            self._close_app()
+        if not answer.began:
+            status = 504 if complete is False and not answer.failed else 502
+            raise ProxyError(status, "The app in the sandbox did not answer.")
+        if not complete and not self._finished:
+            # Cut short after its head went out: the client must not take it for whole.
+            self.detach().close()
+            return
+        if not self._finished:
+            self.finish()
+
+    get = post = put = patch = delete = options = head = _answer
+
+    def on_connection_close(self) -> None:
+        self._close_app()
+
+    def on_finish(self) -> None:
+        self._close_app()
+
+    def _close_app(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+    # -- where and what -------------------------------------------------------------------------
+
+    def _is_upgrade(self) -> bool:
+        upgrade = self.request.headers.get("Upgrade", "").lower()
+        return self.request.method == "GET" and upgrade == "websocket"
+
+    def _sandbox_socket(self, kernel_id: str) -> str:
+        try:
+            km = self.kernel_manager.get_kernel(kernel_id)
+        except KeyError:
+            raise web.HTTPError(404, "No such kernel.") from None
+        provisioner = km.provisioner
+        if not isinstance(provisioner, HopxProvisioner) or not provisioner.has_process:
+            raise web.HTTPError(404, "No running Hopx sandbox for this kernel.")
+        return inbound.socket_path(provisioner.state_dir)
+
+    def _touch(self, kernel_id: str) -> None:
+        """A proxied request is activity: an app in use keeps its kernel from the idle cull."""
+        with contextlib.suppress(KeyError):
+            km: Any = self.kernel_manager.get_kernel(kernel_id)
+            km.last_activity = self.kernel_manager.last_kernel_activity = _utcnow()
+
+    def _prefix(self) -> str:
+        kernel_id, port = self.path_kwargs["kernel_id"], self.path_kwargs["port"]
+        return url_path_join(self.base_url, "hopx", "proxy", kernel_id, port)
+
+    def _target(self) -> str:
+        """The path and query the app is asked for: below the prefix, without Jupyter's
+        token."""
+        path = self.request.path[len(self._prefix()) :] or "/"
+        query = [(k, v) for k, v in parse_qsl(self.request.query, keep_blank_values=True)]
+        kept = [(k, v) for k, v in query if k != "token"]
+        if len(kept) == len(query):
+            return path + (f"?{self.request.query}" if self.request.query else "")
+        return path + (f"?{urlencode(kept)}" if kept else "")
+
+    def _headers_for_app(self, port: int) -> httputil.HTTPHeaders:
+        headers = httputil.HTTPHeaders()
+        for name, value in self.request.headers.get_all():
+            lower = name.lower()
+            if lower in HOP_BY_HOP or lower in SET_HERE:
+                continue
+            if lower == "cookie":
+                kept = _without_session_cookies(value)
+                if kept:
+                    headers.add(name, kept)
+                continue
+            if lower == "authorization" and value.lower().startswith("token "):
+                continue
+            if lower == "x-xsrftoken":
+                continue
+            headers.add(name, value)
+        if self._is_upgrade():
+            headers["Connection"] = "Upgrade"
+            headers["Upgrade"] = "websocket"
+        else:
+            headers["Connection"] = "close"
+        headers["Host"] = f"127.0.0.1:{port}"
+        headers["X-Forwarded-Host"] = self.request.host
+        headers["X-Forwarded-Proto"] = self.request.protocol
+        headers["X-Forwarded-Prefix"] = self._prefix()
+        headers["X-Forwarded-For"] = self.request.remote_ip or ""
+        user = self.current_user
+        headers[USER_HEADER] = getattr(user, "username", "") if user else ""
+        return headers
+
+    def set_app_headers(self, headers: httputil.HTTPHeaders) -> None:
+        """The app's answer's headers, as the client gets them."""
+        for name, value in headers.get_all():
+            lower = name.lower()
+            if lower in HOP_BY_HOP:
+                continue
+            if lower == "set-cookie":
+                cookie = _confined_cookie(value, self._prefix())
+                if cookie:
+                    self.add_header(name, cookie)
+                continue
+            self.add_header(name, value)
+        self.add_header("Content-Security-Policy", SANDBOX_POLICY)
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    # -- websockets ------------------------------------------------------------------------------
+
+    async def _tunnel_websocket(self, path: str, port: int) -> None:
+        """Send the upgrade to the app; if it switches protocols, join the two connections
+        byte for byte, else pass its answer on and end."""
+        app = await _open_app(path, port)
+        try:
+            head = f"GET {self._target()} HTTP/1.1\r\n"
+            for name, value in self._headers_for_app(port).get_all():
+                head += f"{name}: {value}\r\n"
+            await app.write((head + "\r\n").encode("latin-1"))
+            try:
+                answer = await asyncio.wait_for(
+                    app.read_until(b"\r\n\r\n", max_bytes=MAX_HEADER_BYTES), ANSWER_TIMEOUT
+                )
+            except (StreamClosedError, TimeoutError, asyncio.TimeoutError):
+                raise ProxyError(502, "The app in the sandbox did not answer.") from None
+            switched = answer.split(b"\r\n", 1)[0].split(b" ")[1:2] == [b"101"]
+            client = self.detach()
+            await client.write(answer)
+            if switched:
+                await _join(client, app)
+            client.close()
+        finally:
+            app.close()
+
+
+class _Answer(httputil.HTTPMessageDelegate):
+    """Receives the app's answer and streams it to the client as it comes."""
+
+    def __init__(self, handler: ProxyHandler) -> None:
+        self.handler = handler
+        self.began = False
+        self.failed = False
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> None:
+        assert isinstance(start_line, httputil.ResponseStartLine)
+        self.began = True
+        handler = self.handler
+        handler.clear_header("Content-Type")
+        handler.set_status(start_line.code, _safe_reason(start_line.reason))
+        handler.set_app_headers(headers)
+
+    async def data_received(self, chunk: bytes) -> None:
+        self.handler.write(chunk)
+        await self.handler.flush()
+
+    def finish(self) -> None:
+        pass
+
+    def on_connection_close(self) -> None:
+        self.failed = True
+
+
+async def _open_app(path: str, port: int) -> IOStream:
+    """A connection to `port` of the sandbox, through its supervisor's inbound socket."""
+    stream = IOStream(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), max_buffer_size=4 * CHUNK)
+    try:
+        await asyncio.wait_for(stream.connect(path), CONNECT_TIMEOUT)
+        await stream.write(f"{port}\n".encode())
+        said = await asyncio.wait_for(stream.read_until(b"\n", max_bytes=512), CONNECT_TIMEOUT)
+    except (OSError, StreamClosedError, TimeoutError, asyncio.TimeoutError):
+        stream.close()
+        raise ProxyError(502, "The kernel's sandbox could not be reached.") from None
+    if said != b"OK\n":
+        stream.close()
+        why = said.decode(errors="replace").removeprefix("ERR ").strip()
+        raise ProxyError(502, f"The app could not be reached: {why}.")
+    return stream
+
+
+async def _join(client: IOStream, app: IOStream) -> None:
+    """Bytes both ways until either side ends."""
+
+    async def pump(source: IOStream, sink: IOStream) -> None:
+        with contextlib.suppress(StreamClosedError):
+            while True:
+                await sink.write(await source.read_bytes(CHUNK, partial=True))
+        sink.close()
+
+    await asyncio.wait(
+        [asyncio.ensure_future(pump(client, app)), asyncio.ensure_future(pump(app, client))],
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+
+
+def _without_session_cookies(header: str) -> str:
+    kept = []
+    for pair in header.split(";"):
+        name = pair.split("=", 1)[0].strip()
+        if name and not name.startswith(SESSION_COOKIE_PREFIXES):
+            kept.append(pair.strip())
+    return "; ".join(kept)
+
+
+def _confined_cookie(header: str, prefix: str) -> str:
+    """A cookie the app sets, confined to its own prefix; '' for one named like a session
+    cookie of the server's."""
+    name_value, *attributes = header.split(";")
+    name = name_value.split("=", 1)[0].strip()
+    if not name or name.startswith(SESSION_COOKIE_PREFIXES):
+        return ""
+    kept = [
+        a.strip()
+        for a in attributes
+        if a.strip() and a.split("=", 1)[0].strip().lower() not in ("path", "domain")
+    ]
+    return "; ".join([name_value.strip(), *kept, f"Path={prefix}/"])
+
+
+def _safe_reason(reason: str) -> str:
+    """A reason phrase fit for the status line: printable ASCII, bounded."""
+    cleaned = "".join(c for c in reason if " " <= c <= "~")[:64]
+    return cleaned or "Unknown"
+
+
+def _utcnow() -> Any:
+    from jupyter_server._tz import utcnow  # noqa: PLC0415 - a private helper, imported late
+
+    return utcnow()
+
+
+def proxy_handlers() -> list[tuple[str, type[ProxyHandler], dict[str, Any]]]:
+    return [(rf"/hopx/proxy/{KERNEL_ID}/{PORT}(?P<path>/.*)?", ProxyHandler, {})]

@@ -1,0 +1,219 @@
+"""`/hopx/proxy/<kernel-id>/<port>/<path>` with a real Jupyter server and real apps in a Hopx
+kernel: HTTP (a body streamed up, an answer streamed down, server-sent events) and websockets
+reach the app through its supervisor; the app sees honest forwarding headers and none of the
+user's Jupyter credentials; without the server's authentication nothing gets through, for HTTP
+and websocket upgrades alike."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from dataclasses import dataclass
+
+import pytest
+import requests
+import websocket
+
+from server_harness import Server
+
+# Apps a notebook could start, on the sandbox's loopback: HTTP on 8000 (says what it was sent;
+# /stream sends three events a second apart; /cookie sets cookies), a websocket echo on 8001.
+APPS = textwrap.dedent(
+    """
+    import asyncio, json, threading
+    import tornado.web, tornado.websocket
+
+    class Seen(tornado.web.RequestHandler):
+        async def get(self, *_):
+            self.finish({"method": self.request.method, "uri": self.request.uri,
+                         "headers": dict(self.request.headers.get_all()),
+                         "body": len(self.request.body)})
+        post = put = get
+
+    class Stream(tornado.web.RequestHandler):
+        async def get(self):
+            self.set_header("Content-Type", "text/event-stream")
+            for n in range(3):
+                self.write(f"data: {n}\\n\\n")
+                await self.flush()
+                await asyncio.sleep(1)
+
+    class Cookies(tornado.web.RequestHandler):
+        def get(self):
+            self.add_header("Set-Cookie", "_xsrf=planted; Path=/")
+            self.add_header("Set-Cookie", "username-127-0-0-1-8888=stolen; Path=/")
+            self.add_header("Set-Cookie", "app=1; Path=/; HttpOnly; Domain=example.org")
+            self.finish("cookies")
+
+    class Echo(tornado.websocket.WebSocketHandler):
+        def check_origin(self, origin):
+            return True
+
+        def on_message(self, message):
+            self.write_message(message, binary=isinstance(message, bytes))
+
+    def serve():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        tornado.web.Application([("/stream", Stream), ("/cookie", Cookies),
+                                 ("/(.*)", Seen)]).listen(8000, "127.0.0.1")
+        tornado.web.Application([("/echo", Echo)]).listen(8001, "127.0.0.1")
+        asyncio.get_event_loop().run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    import time; time.sleep(0.5)
+    print("serving")
+    """
+)
+
+
+@dataclass
+class App:
+    server: Server
+    kernel_id: str
+
+    def url(self, port: int, path: str = "/") -> str:
+        return f"{self.server.url}/hopx/proxy/{self.kernel_id}/{port}{path}"
+
+    def ws_url(self, port: int, path: str) -> str:
+        return self.url(port, path).replace("http://", "ws://", 1)
+
+
+@pytest.fixture
+def app(server: Server) -> App:
+    kernel_id = server.start_kernel()
+    ws = server.connect(kernel_id)
+    _, stdout = ws.execute(APPS)
+    assert "serving" in stdout, stdout
+    return App(server, kernel_id)
+
+
+def authorized(server: Server) -> dict[str, str]:
+    return {"Authorization": f"token {server.token}"}
+
+
+def test_http_reaches_the_app_with_honest_headers_and_no_credentials(app: App) -> None:
+    server = app.server
+    # A login cookie, an XSRF cookie, the token in the query, and forged forwarding headers:
+    # the app gets none of them, and the proxy's own.
+    cookies = {"username-127-0-0-1-8888": "session", "_xsrf": "xsrf", "theirs": "kept"}
+    forged = {"X-Hopx-User": "mallory", "X-Forwarded-Prefix": "/elsewhere"}
+    response = requests.get(
+        app.url(8000, f"/some/path?a=1&token={server.token}&b=2"),
+        headers={**authorized(server), **forged},
+        cookies=cookies,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    seen = response.json()
+    assert seen["uri"] == "/some/path?a=1&b=2"
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert headers["cookie"] == "theirs=kept"
+    assert "authorization" not in headers
+    assert server.token not in json.dumps(seen)
+    prefix = f"/hopx/proxy/{app.kernel_id}/8000"
+    assert headers["x-forwarded-prefix"] == prefix
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-host"] == server.url.removeprefix("http://")
+    assert headers["x-hopx-user"] not in ("", "mallory")
+    assert headers["host"] == "127.0.0.1:8000"
+    # Its pages run in an origin of their own.
+    policies = response.headers["Content-Security-Policy"]
+    assert "sandbox allow-scripts" in policies
+
+    # A body streamed up, with every method.
+    body = b"x" * (3 << 20)
+    for method in ("POST", "PUT"):
+        sent = requests.request(
+            method, app.url(8000, "/upload"), data=body, headers=authorized(server), timeout=60
+        )
+        assert sent.status_code == 200, sent.text
+        assert sent.json()["body"] == len(body)
+        assert sent.json()["method"] == method
+
+
+def test_answers_stream_as_they_come(app: App) -> None:
+    """Server-sent events: the first arrives while the app is still sending."""
+    with requests.get(
+        app.url(8000, "/stream"), headers=authorized(app.server), stream=True, timeout=30
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        started = time.monotonic()
+        lines = response.iter_lines()
+        first = next(line for line in lines if line)
+        assert first == b"data: 0"
+        assert time.monotonic() - started < 1.5  # not held until the end, 2 s later
+        rest = [line for line in lines if line]
+    assert rest == [b"data: 1", b"data: 2"]
+
+
+def test_cookies_the_app_sets_stay_under_its_prefix(app: App) -> None:
+    response = requests.get(app.url(8000, "/cookie"), headers=authorized(app.server), timeout=30)
+    assert response.status_code == 200
+    set_cookies = response.raw.headers.getlist("Set-Cookie")
+    # (The server sets its own login cookie for a token-authenticated request, as everywhere.)
+    assert f"app=1; HttpOnly; Path=/hopx/proxy/{app.kernel_id}/8000/" in set_cookies
+    assert not [c for c in set_cookies if "planted" in c or "stolen" in c], set_cookies
+
+
+def test_websockets_reach_the_app(app: App) -> None:
+    ws = websocket.create_connection(
+        app.ws_url(8001, "/echo"), header=[f"Authorization: token {app.server.token}"], timeout=30
+    )
+    try:
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        ws.send_binary(bytes(range(256)) * 1000)
+        assert ws.recv() == bytes(range(256)) * 1000
+    finally:
+        ws.close()
+
+
+def test_nothing_gets_through_without_the_servers_authentication(app: App) -> None:
+    server = app.server
+    for method in ("GET", "POST", "DELETE"):
+        response = requests.request(method, app.url(8000, "/"), timeout=30)
+        assert response.status_code == 403, (method, response.status_code)
+    # Another server's token is no token here.
+    response = requests.get(
+        app.url(8000, "/"), headers={"Authorization": "token 0123456789abcdef"}, timeout=30
+    )
+    assert response.status_code == 403
+    # A browser without a session is sent to log in, and nothing reaches the app.
+    page = requests.get(
+        app.url(8000, "/"), headers={"Accept": "text/html"}, allow_redirects=False, timeout=30
+    )
+    assert page.status_code == 302, page.text[-1500:]
+    assert "/login" in page.headers["Location"]
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(app.ws_url(8001, "/echo"), timeout=30)
+    assert refused.value.status_code == 403
+    # Cookie-authenticated requests that change state need the XSRF token, as for the API.
+    login = requests.Session()
+    login.get(f"{server.url}/login?token={server.token}", timeout=30)
+    assert login.get(app.url(8000, "/"), timeout=30).status_code == 200
+    assert login.post(app.url(8000, "/"), data=b"x", timeout=30).status_code == 403
+
+
+def test_only_the_sandboxs_own_listening_ports_can_be_reached(app: App) -> None:
+    server = app.server
+    headers = authorized(server)
+    nothing = requests.get(app.url(8999, "/"), headers=headers, timeout=30)
+    assert nothing.status_code == 502
+    assert "nothing in the sandbox listens on port 8999" in nothing.text
+    # A port on the host (the Jupyter server's own) is not the sandbox's.
+    host_port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    assert requests.get(app.url(host_port, "/"), headers=headers, timeout=30).status_code == 502
+    unknown = requests.get(
+        f"{server.url}/hopx/proxy/00000000-0000-0000-0000-000000000000/8000/",
+        headers=headers,
+        timeout=30,
+    )
+    assert unknown.status_code == 404
+    # No host or address can be put in the URL: the port is all there is.
+    for path in ("/127.0.0.1:8000/", "/localhost/8000/", "/8000@evil.example/"):
+        response = requests.get(
+            f"{server.url}/hopx/proxy/{app.kernel_id}{path}", headers=headers, timeout=30
+        )
+        assert response.status_code == 404, path
