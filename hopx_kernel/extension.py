@@ -15,6 +15,8 @@ from hopx_kernel import contents, events
 from hopx_kernel.culler import Culler
 from hopx_kernel.handlers import default_handlers
 from hopx_kernel.proxy import proxy_handlers
+from hopx_kernel.share_links import ShareLinks
+from hopx_kernel.traits import Duration
 
 
 class HopxExtension(ExtensionApp):
@@ -22,7 +24,19 @@ class HopxExtension(ExtensionApp):
     description = "Sandboxed kernels: timeout policy, REST API and events"
     load_other_extensions = True
 
+    share_link_lifetime = Duration(
+        3600.0,
+        help="""How long a share link to a notebook's web app lasts when its maker does not
+        say (seconds, or e.g. '30m', '2h'). At most max_share_link_lifetime.""",
+    ).tag(config=True)
+    max_share_link_lifetime = Duration(
+        86400.0,
+        help="""The longest a share link may be asked to last (seconds, or e.g. '1d'). A link
+        also ends when it is revoked and when its kernel ends.""",
+    ).tag(config=True)
+
     culler: Culler | None = None
+    share_links: ShareLinks | None = None
 
     def _link_jupyter_server_extension(self, serverapp: Any) -> None:
         """Called by jupyter_server once its config is loaded, before it makes its managers: the
@@ -37,8 +51,10 @@ class HopxExtension(ExtensionApp):
     def initialize_handlers(self) -> None:
         assert self.serverapp is not None
         self.culler = Culler(self.serverapp.kernel_manager, self.log)
-        self.handlers.extend(default_handlers(self.culler))
-        self.handlers.extend(proxy_handlers())
+        lifetime = min(self.share_link_lifetime, self.max_share_link_lifetime)
+        self.share_links = ShareLinks(lifetime, self.max_share_link_lifetime)
+        self.handlers.extend(default_handlers(self.culler, self.share_links))
+        self.handlers.extend(proxy_handlers(self.share_links))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         assert self.culler is not None
@@ -50,6 +66,10 @@ class HopxExtension(ExtensionApp):
     async def _on_event(self, logger: Any, schema_id: str, data: dict[str, Any]) -> None:
         if data.get("action") == "started" and self.culler is not None:
             self.culler.announce(str(data["kernel_id"]))
+        # A kernel that ended takes its share links with it (a restart is not an end).
+        ended = data.get("action") in ("culled", "killed") or data.get("reason") == "shutdown"
+        if ended and self.share_links is not None:
+            self.share_links.forget_kernel(str(data["kernel_id"]))
 
     async def stop_extension(self) -> None:
         if self.culler is not None:

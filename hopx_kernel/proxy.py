@@ -11,6 +11,11 @@ the kernel's, and the kernel is not trusted with the user's session), with `X-Fo
 copies of these are dropped). What the browser is sent: the app's answer under a
 Content-Security-Policy sandbox, so its pages run in an origin of their own that cannot use the
 user's Jupyter session, and without cookies the app tries to set for the server's other paths.
+
+`/hopx/share/<token>/<path>` is the same way in, opened by a share link (hopx_kernel.share_links)
+instead of a login: for people without a Jupyter account, and for the user's own browser, whose
+pages in their own origin carry no session cookie (the token in their path is what lets their
+scripts, styles and calls through). The token is cut from the server's log.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
 
 from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import httputil, web
@@ -29,10 +35,12 @@ from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import IOStream, StreamClosedError
 
 from hopx_kernel.provisioner import HopxProvisioner
+from hopx_kernel.share_links import ShareLinks
 from runtime import inbound
 
 KERNEL_ID = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
 PORT = r"(?P<port>\d{1,5})"
+SHARE_LINK = r"(?P<token>[A-Za-z0-9_-]{20,64})"  # a share link's token
 # Bounds on what passes: a response head, a websocket's response head, and how long an app may
 # take to answer (a streamed answer may then last as long as it likes).
 MAX_HEADER_BYTES: Final = 64 * 1024
@@ -82,26 +90,18 @@ class ProxyError(web.HTTPError):
 
 
 @web.stream_request_body
-class ProxyHandler(JupyterHandler):
-    auth_resource = "kernels"
+class _AppProxy(JupyterHandler):
+    """Forwards one request to a port of a sandbox, once a subclass has let it through."""
+
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
     _app: IOStream | None = None
     _connection: HTTP1Connection | None = None
+    # Who the app is told made the request (X-Hopx-User), and the public prefix of its paths.
+    _user_name = ""
+    _public_prefix = ""
 
-    async def prepare(self) -> None:  # type: ignore[override]
-        await super().prepare(_redirect_to_login=False)
-        user = self.current_user
-        if not user:
-            # A browser is sent to log in; a websocket client or a script cannot follow that.
-            accepts_html = "text/html" in self.request.headers.get("Accept", "")
-            if self.request.method in ("GET", "HEAD") and accepts_html and not self._is_upgrade():
-                web.authenticated(lambda _: None)(self)
-                return
-            raise web.HTTPError(403, "Log in to the Jupyter server to reach this kernel's servers.")
-        if not await ensure_async(self.authorizer.is_authorized(self, user, "execute", "kernels")):
-            raise web.HTTPError(403, "You may not reach this kernel's servers.")
-        kernel_id, port = self.path_kwargs["kernel_id"], int(self.path_kwargs["port"])
+    async def _forward(self, kernel_id: str, port: int) -> None:
         path = self._sandbox_socket(kernel_id)
         self._touch(kernel_id)
         if self._is_upgrade():
@@ -181,8 +181,7 @@ class ProxyHandler(JupyterHandler):
             km.last_activity = self.kernel_manager.last_kernel_activity = _utcnow()
 
     def _prefix(self) -> str:
-        kernel_id, port = self.path_kwargs["kernel_id"], self.path_kwargs["port"]
-        return url_path_join(self.base_url, "hopx", "proxy", kernel_id, port)
+        return self._public_prefix
 
     def _target(self) -> str:
         """The path and query the app is asked for: below the prefix, without Jupyter's
@@ -220,8 +219,7 @@ class ProxyHandler(JupyterHandler):
         headers["X-Forwarded-Proto"] = self.request.protocol
         headers["X-Forwarded-Prefix"] = self._prefix()
         headers["X-Forwarded-For"] = self.request.remote_ip or ""
-        user = self.current_user
-        headers[USER_HEADER] = getattr(user, "username", "") if user else ""
+        headers[USER_HEADER] = self._user_name
         return headers
 
     def set_app_headers(self, headers: httputil.HTTPHeaders) -> None:
@@ -238,6 +236,8 @@ class ProxyHandler(JupyterHandler):
             self.add_header(name, value)
         self.add_header("Content-Security-Policy", SANDBOX_POLICY)
         self.set_header("X-Content-Type-Options", "nosniff")
+        # A page's address may hold a share link's token: it goes nowhere else.
+        self.set_header("Referrer-Policy", "no-referrer")
 
     # -- websockets ------------------------------------------------------------------------------
 
@@ -266,10 +266,72 @@ class ProxyHandler(JupyterHandler):
             app.close()
 
 
+class ProxyHandler(_AppProxy):
+    """`/hopx/proxy/<kernel-id>/<port>/<path>`, for users of the Jupyter server."""
+
+    auth_resource = "kernels"
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare(_redirect_to_login=False)
+        user = self.current_user
+        if not user:
+            # A browser is sent to log in; a websocket client or a script cannot follow that.
+            accepts_html = "text/html" in self.request.headers.get("Accept", "")
+            if self.request.method in ("GET", "HEAD") and accepts_html and not self._is_upgrade():
+                web.authenticated(lambda _: None)(self)
+                return
+            raise web.HTTPError(403, "Log in to the Jupyter server to reach this kernel's servers.")
+        if not await ensure_async(self.authorizer.is_authorized(self, user, "execute", "kernels")):
+            raise web.HTTPError(403, "You may not reach this kernel's servers.")
+        kernel_id, port = self.path_kwargs["kernel_id"], self.path_kwargs["port"]
+        self._user_name = str(getattr(user, "username", ""))
+        self._public_prefix = url_path_join(self.base_url, "hopx", "proxy", kernel_id, port)
+        await self._forward(kernel_id, int(port))
+
+
+class SharedProxyHandler(_AppProxy):
+    """`/hopx/share/<token>/<path>`: the kernel and port a live share link names, for anyone
+    who has the link. Its token is the credential, not a cookie: no XSRF check applies."""
+
+    def initialize(self, links: ShareLinks) -> None:
+        self.links = links
+
+    def check_xsrf_cookie(self) -> None:
+        return None
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        token = self.path_kwargs["token"]
+        # The access log shows the request's URI: not with the link's secret in it.
+        self.request.uri = (self.request.uri or "").replace(token, "[share link]")
+        await super().prepare(_redirect_to_login=False)
+        link = self.links.find(token)
+        if link is None or link.kernel_id not in self.kernel_manager:
+            raise web.HTTPError(404, "This share link does not exist, has expired or was revoked.")
+        self.log.info(
+            "Hopx: share link %s (kernel %s, port %s, made by %s) used from %s: %s",
+            link.id,
+            link.kernel_id,
+            link.port,
+            link.created_by,
+            self.request.remote_ip,
+            self.request.method,
+        )
+        self._user_name = ""
+        self._public_prefix = url_path_join(self.base_url, "hopx", "share", token)
+        await self._forward(link.kernel_id, link.port)
+
+    # Anyone with the link may use it, also where the server requires a login for everything.
+    @allow_unauthenticated
+    async def get(self, **path: str) -> None:
+        await self._answer(**path)
+
+    post = put = patch = delete = options = head = get
+
+
 class _Answer(httputil.HTTPMessageDelegate):
     """Receives the app's answer and streams it to the client as it comes."""
 
-    def __init__(self, handler: ProxyHandler) -> None:
+    def __init__(self, handler: _AppProxy) -> None:
         self.handler = handler
         self.began = False
         self.failed = False
@@ -365,5 +427,8 @@ def _utcnow() -> Any:
     return utcnow()
 
 
-def proxy_handlers() -> list[tuple[str, type[ProxyHandler], dict[str, Any]]]:
-    return [(rf"/hopx/proxy/{KERNEL_ID}/{PORT}(?P<path>/.*)?", ProxyHandler, {})]
+def proxy_handlers(links: ShareLinks) -> list[tuple[str, type[_AppProxy], dict[str, Any]]]:
+    return [
+        (rf"/hopx/proxy/{KERNEL_ID}/{PORT}(?P<path>/.*)?", ProxyHandler, {}),
+        (rf"/hopx/share/{SHARE_LINK}(?P<path>/.*)?", SharedProxyHandler, {"links": links}),
+    ]

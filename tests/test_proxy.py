@@ -10,6 +10,7 @@ import json
 import textwrap
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import requests
@@ -217,3 +218,71 @@ def test_only_the_sandboxs_own_listening_ports_can_be_reached(app: App) -> None:
             f"{server.url}/hopx/proxy/{app.kernel_id}{path}", headers=headers, timeout=30
         )
         assert response.status_code == 404, path
+
+
+def make_link(app: App, port: int = 8000, **fields: Any) -> dict[str, Any]:
+    response = app.server.api(
+        "POST", f"/hopx/api/sandboxes/{app.kernel_id}/links", json={"port": port, **fields}
+    )
+    assert response.status_code == 201, response.text
+    link: dict[str, Any] = response.json()
+    return link
+
+
+def test_a_share_link_reaches_one_port_without_a_login_until_revoked(app: App) -> None:
+    server = app.server
+    link = make_link(app)
+    token = link["url"].rstrip("/").rsplit("/", 1)[1]
+    url = f"{server.url}{link['url']}"
+    # No login, no token, no XSRF: the link is the credential. The app knows it came by link.
+    seen = requests.get(f"{url}deep/path?q=1", timeout=30).json()
+    assert seen["uri"] == "/deep/path?q=1"
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert headers["x-forwarded-prefix"] == f"/hopx/share/{token}"
+    assert headers["x-hopx-user"] == ""
+    assert requests.post(url, data=b"abc", timeout=30).json()["body"] == 3
+    assert requests.get(f"{url}x", timeout=30).headers["Referrer-Policy"] == "no-referrer"
+    echo = make_link(app, port=8001)
+    ws = websocket.create_connection(
+        f"{server.url.replace('http', 'ws', 1)}{echo['url']}echo", timeout=30
+    )
+    ws.send("by link")
+    assert ws.recv() == "by link"
+    ws.close()
+    # Listed without its token; its secret is nowhere in the server's log.
+    listed = server.api("GET", f"/hopx/api/sandboxes/{app.kernel_id}/links").json()
+    assert [entry["id"] for entry in listed] == [link["id"], echo["id"]]
+    assert token not in json.dumps(listed)
+    assert token not in server.log()
+    assert f"share link {link['id']}" in server.log()
+    # A token one character off opens nothing.
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert requests.get(f"{server.url}/hopx/share/{tampered}/", timeout=30).status_code == 404
+    # Revoked: gone at once.
+    revoked = server.api("DELETE", f"/hopx/api/sandboxes/{app.kernel_id}/links/{link['id']}")
+    assert revoked.status_code == 204
+    assert requests.get(url, timeout=30).status_code == 404
+    assert "revoked by" in server.log()
+
+
+def test_share_links_expire_and_die_with_their_kernel(app: App) -> None:
+    server = app.server
+    short = make_link(app, expires_in=1)
+    assert requests.get(f"{server.url}{short['url']}", timeout=30).status_code == 200
+    time.sleep(1.5)
+    assert requests.get(f"{server.url}{short['url']}", timeout=30).status_code == 404
+    # Only as long as the server allows, and only by someone who may use the kernel.
+    too_long = server.api(
+        "POST",
+        f"/hopx/api/sandboxes/{app.kernel_id}/links",
+        json={"port": 8000, "expires_in": 10 * 86400},
+    )
+    assert too_long.status_code == 400
+    assert "max_share_link_lifetime" in too_long.json()["message"]
+    anonymous = server.api(
+        "POST", f"/hopx/api/sandboxes/{app.kernel_id}/links", json={"port": 8000}, token=False
+    )
+    assert anonymous.status_code == 403
+    lasting = make_link(app)
+    assert server.api("DELETE", f"/api/kernels/{app.kernel_id}").status_code == 204
+    assert requests.get(f"{server.url}{lasting['url']}", timeout=30).status_code == 404
