@@ -14,7 +14,7 @@ from jupyter_server.extension.application import ExtensionApp
 from hopx_kernel import contents, events
 from hopx_kernel.culler import Culler
 from hopx_kernel.handlers import default_handlers
-from hopx_kernel.proxy import proxy_handlers
+from hopx_kernel.proxy import TIMEOUT_SETTING, proxy_handlers
 from hopx_kernel.share_links import ShareLinks
 from hopx_kernel.traits import Duration
 
@@ -35,6 +35,13 @@ class HopxExtension(ExtensionApp):
         also ends when it is revoked and when its kernel ends.""",
     ).tag(config=True)
 
+    proxy_timeout = Duration(
+        60.0,
+        help="""How long an app in a sandbox may take to begin answering a request through
+        /hopx/proxy or a share link before the client gets a 504 (seconds, or e.g. '2m'). An
+        answer that has begun may stream for as long as it likes.""",
+    ).tag(config=True)
+
     culler: Culler | None = None
     share_links: ShareLinks | None = None
 
@@ -47,6 +54,7 @@ class HopxExtension(ExtensionApp):
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
         events.register(self.serverapp.event_logger)
+        self.settings[TIMEOUT_SETTING] = self.proxy_timeout
 
     def initialize_handlers(self) -> None:
         assert self.serverapp is not None

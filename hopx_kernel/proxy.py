@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
 
@@ -41,10 +42,11 @@ from runtime import inbound
 KERNEL_ID = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
 PORT = r"(?P<port>\d{1,5})"
 SHARE_LINK = r"(?P<token>[A-Za-z0-9_-]{20,64})"  # a share link's token
-# Bounds on what passes: a response head, a websocket's response head, and how long an app may
-# take to answer (a streamed answer may then last as long as it likes).
+# Bounds on what passes: a response head, and how long an app may take to begin its answer by
+# default (a streamed answer may then last as long as it likes; the setting is proxy_timeout).
 MAX_HEADER_BYTES: Final = 64 * 1024
 ANSWER_TIMEOUT: Final = 60.0
+TIMEOUT_SETTING: Final = "hopx_proxy_timeout"
 CONNECT_TIMEOUT: Final = 10.0
 CHUNK: Final = 256 * 1024
 
@@ -111,7 +113,7 @@ class _AppProxy(JupyterHandler):
         params = HTTP1ConnectionParameters(
             no_keep_alive=True,
             max_header_size=MAX_HEADER_BYTES,
-            header_timeout=ANSWER_TIMEOUT,
+            header_timeout=self._answer_timeout(),
             decompress=False,
             chunk_size=CHUNK,
         )
@@ -129,6 +131,7 @@ class _AppProxy(JupyterHandler):
         assert self._connection is not None
         self._connection.finish()
         answer = _Answer(self)
+        asked = time.monotonic()
         try:
             complete = await self._connection.read_response(answer)
         except (StreamClosedError, httputil.HTTPInputError):
@@ -136,8 +139,9 @@ class _AppProxy(JupyterHandler):
         finally:
             self._close_app()
         if not answer.began:
-            status = 504 if complete is False and not answer.failed else 502
-            raise ProxyError(status, "The app in the sandbox did not answer.")
+            if time.monotonic() - asked >= self._answer_timeout():
+                raise ProxyError(504, "The app in the sandbox did not answer in time.")
+            raise ProxyError(502, "The app in the sandbox ended the connection unanswered.")
         if not complete and not self._finished:
             # Cut short after its head went out: the client must not take it for whole.
             self.detach().close()
@@ -183,6 +187,9 @@ class _AppProxy(JupyterHandler):
     def _prefix(self) -> str:
         return self._public_prefix
 
+    def _answer_timeout(self) -> float:
+        return float(self.settings.get(TIMEOUT_SETTING, ANSWER_TIMEOUT))
+
     def _target(self) -> str:
         """The path and query the app is asked for: below the prefix, without Jupyter's
         token."""
@@ -215,6 +222,10 @@ class _AppProxy(JupyterHandler):
         else:
             headers["Connection"] = "close"
         headers["Host"] = f"127.0.0.1:{port}"
+        if "Origin" in self.request.headers:
+            # The proxy has let the request through; to the app it comes from its own origin
+            # (a page of the app's under a share link says "null", which apps refuse).
+            headers["Origin"] = f"http://127.0.0.1:{port}"
         headers["X-Forwarded-Host"] = self.request.host
         headers["X-Forwarded-Proto"] = self.request.protocol
         headers["X-Forwarded-Prefix"] = self._prefix()
@@ -252,7 +263,8 @@ class _AppProxy(JupyterHandler):
             await app.write((head + "\r\n").encode("latin-1"))
             try:
                 answer = await asyncio.wait_for(
-                    app.read_until(b"\r\n\r\n", max_bytes=MAX_HEADER_BYTES), ANSWER_TIMEOUT
+                    app.read_until(b"\r\n\r\n", max_bytes=MAX_HEADER_BYTES),
+                    self._answer_timeout(),
                 )
             except (StreamClosedError, TimeoutError, asyncio.TimeoutError):
                 raise ProxyError(502, "The app in the sandbox did not answer.") from None
@@ -283,6 +295,9 @@ class ProxyHandler(_AppProxy):
             raise web.HTTPError(403, "Log in to the Jupyter server to reach this kernel's servers.")
         if not await ensure_async(self.authorizer.is_authorized(self, user, "execute", "kernels")):
             raise web.HTTPError(403, "You may not reach this kernel's servers.")
+        if self._is_upgrade() and not self.check_origin():
+            # A cookie session's websocket opened by another site's page (the API's own rule).
+            raise web.HTTPError(403, "This websocket comes from a page of another origin.")
         kernel_id, port = self.path_kwargs["kernel_id"], self.path_kwargs["port"]
         self._user_name = str(getattr(user, "username", ""))
         self._public_prefix = url_path_join(self.base_url, "hopx", "proxy", kernel_id, port)
@@ -334,7 +349,6 @@ class _Answer(httputil.HTTPMessageDelegate):
     def __init__(self, handler: _AppProxy) -> None:
         self.handler = handler
         self.began = False
-        self.failed = False
 
     def headers_received(
         self,
@@ -354,9 +368,6 @@ class _Answer(httputil.HTTPMessageDelegate):
 
     def finish(self) -> None:
         pass
-
-    def on_connection_close(self) -> None:
-        self.failed = True
 
 
 async def _open_app(path: str, port: int) -> IOStream:

@@ -19,10 +19,11 @@ import websocket
 from server_harness import Server
 
 # Apps a notebook could start, on the sandbox's loopback: HTTP on 8000 (says what it was sent;
-# /stream sends three events a second apart; /cookie sets cookies), a websocket echo on 8001.
+# /stream sends three events a second apart; /cookie sets cookies), a websocket echo on 8001,
+# one that accepts and never answers on 8002, one that hangs up at once on 8003.
 APPS = textwrap.dedent(
     """
-    import asyncio, json, threading
+    import asyncio, json, socket, threading
     import tornado.web, tornado.websocket
 
     class Seen(tornado.web.RequestHandler):
@@ -62,6 +63,19 @@ APPS = textwrap.dedent(
         asyncio.get_event_loop().run_forever()
 
     threading.Thread(target=serve, daemon=True).start()
+
+    def silent(port, hang_up):
+        listener = socket.create_server(("127.0.0.1", port))
+        held = []
+        while True:
+            connection, _ = listener.accept()
+            if hang_up:
+                connection.close()
+            else:
+                held.append(connection)
+
+    for port, hang_up in ((8002, False), (8003, True)):
+        threading.Thread(target=silent, args=(port, hang_up), daemon=True).start()
     import time; time.sleep(0.5)
     print("serving")
     """
@@ -286,3 +300,55 @@ def test_share_links_expire_and_die_with_their_kernel(app: App) -> None:
     lasting = make_link(app)
     assert server.api("DELETE", f"/api/kernels/{app.kernel_id}").status_code == 204
     assert requests.get(f"{server.url}{lasting['url']}", timeout=30).status_code == 404
+
+
+@pytest.mark.parametrize("server_args", [["--HopxExtension.proxy_timeout=2"]])
+def test_a_hung_or_dead_app_gets_an_answer_from_the_proxy(app: App) -> None:
+    """An app that never answers: 504 once proxy_timeout is up; one that hangs up: 502. The
+    server answers other requests meanwhile."""
+    headers = authorized(app.server)
+    started = time.monotonic()
+    hung = requests.get(app.url(8002, "/"), headers=headers, timeout=30)
+    assert hung.status_code == 504
+    assert time.monotonic() - started < 20
+    assert requests.get(app.url(8003, "/"), headers=headers, timeout=30).status_code == 502
+    assert requests.get(app.url(8000, "/"), headers=headers, timeout=30).status_code == 200
+
+
+def test_what_the_proxy_says_reflects_no_markup(app: App) -> None:
+    """CVE-2024-35225 (jupyter-server-proxy): markup in the path came back in an error page.
+    Here the path never reaches an error message, for a port with no app, an unknown kernel, or
+    a malformed share link."""
+    headers = authorized(app.server)
+    attack = "/%3Cscript%3Ealert(1)%3C/script%3E"
+    urls = [
+        app.url(8999, attack),
+        f"{app.server.url}/hopx/proxy/00000000-0000-0000-0000-000000000000/8000{attack}",
+        f"{app.server.url}/hopx/share/{'A' * 30}{attack}",
+        f"{app.server.url}/hopx/share/%3Cscript%3E{attack}",
+    ]
+    for url in urls:
+        response = requests.get(url, headers=headers, timeout=30)
+        assert response.status_code in (404, 502), (url, response.status_code)
+        assert "<script>alert" not in response.text, url
+
+
+def test_a_websocket_from_another_sites_page_is_refused(app: App) -> None:
+    """Cross-site websocket hijacking: a page elsewhere opening the proxy's websocket with the
+    user's cookie session is refused, as jupyter_server refuses its own kernel websockets; the
+    app itself sees every request as coming from its own origin."""
+    server = app.server
+    login = requests.Session()
+    login.get(f"{server.url}/login?token={server.token}", timeout=30)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in login.cookies)
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(
+            app.ws_url(8001, "/echo"), cookie=cookie, origin="https://evil.example", timeout=30
+        )
+    assert refused.value.status_code == 403
+    ws = websocket.create_connection(app.ws_url(8001, "/echo"), cookie=cookie, timeout=30)
+    ws.send("same origin")
+    assert ws.recv() == "same origin"
+    ws.close()
+    seen = login.get(app.url(8000, "/"), headers={"Origin": server.url}, timeout=30).json()
+    assert seen["headers"]["Origin"] == "http://127.0.0.1:8000"
