@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool
 
 from hopx_kernel import contents, events
 from hopx_kernel.culler import Culler
 from hopx_kernel.handlers import default_handlers
-from hopx_kernel.proxy import TIMEOUT_SETTING, proxy_handlers
+from hopx_kernel.proxy import ACTIVITY_SETTING, TIMEOUT_SETTING, proxy_handlers
 from hopx_kernel.share_links import ShareLinks
 from hopx_kernel.traits import Duration
 
@@ -42,6 +43,14 @@ class HopxExtension(ExtensionApp):
         answer that has begun may stream for as long as it likes.""",
     ).tag(config=True)
 
+    proxy_is_activity = Bool(
+        True,
+        help="""Whether requests to a notebook's web app through /hopx/proxy or a share link
+        count as activity for the idle timeout. Yes by default: an app someone is using keeps
+        its kernel alive, though no cell runs. With False, the kernel is culled after
+        idle_timeout without cells or clients, whoever is using its app.""",
+    ).tag(config=True)
+
     culler: Culler | None = None
     share_links: ShareLinks | None = None
 
@@ -55,6 +64,7 @@ class HopxExtension(ExtensionApp):
         assert self.serverapp is not None
         events.register(self.serverapp.event_logger)
         self.settings[TIMEOUT_SETTING] = self.proxy_timeout
+        self.settings[ACTIVITY_SETTING] = self.proxy_is_activity
 
     def initialize_handlers(self) -> None:
         assert self.serverapp is not None

@@ -47,6 +47,7 @@ SHARE_LINK = r"(?P<token>[A-Za-z0-9_-]{20,64})"  # a share link's token
 MAX_HEADER_BYTES: Final = 64 * 1024
 ANSWER_TIMEOUT: Final = 60.0
 TIMEOUT_SETTING: Final = "hopx_proxy_timeout"
+ACTIVITY_SETTING: Final = "hopx_proxy_is_activity"
 CONNECT_TIMEOUT: Final = 10.0
 CHUNK: Final = 256 * 1024
 
@@ -179,7 +180,10 @@ class _AppProxy(JupyterHandler):
         return inbound.socket_path(provisioner.state_dir)
 
     def _touch(self, kernel_id: str) -> None:
-        """A proxied request is activity: an app in use keeps its kernel from the idle cull."""
+        """A proxied request is activity (unless proxy_is_activity is off): an app in use
+        keeps its kernel from the idle cull."""
+        if not self.settings.get(ACTIVITY_SETTING, True):
+            return
         with contextlib.suppress(KeyError):
             km: Any = self.kernel_manager.get_kernel(kernel_id)
             km.last_activity = self.kernel_manager.last_kernel_activity = _utcnow()

@@ -352,3 +352,24 @@ def test_a_websocket_from_another_sites_page_is_refused(app: App) -> None:
     ws.close()
     seen = login.get(app.url(8000, "/"), headers={"Origin": server.url}, timeout=30).json()
     assert seen["headers"]["Origin"] == "http://127.0.0.1:8000"
+
+
+def last_activity(app: App) -> str:
+    model = app.server.api("GET", f"/hopx/api/sandboxes/{app.kernel_id}").json()
+    return str(model["last_activity"])
+
+
+def test_using_the_app_counts_as_activity(app: App) -> None:
+    """By default an app in use keeps its kernel from the idle cull."""
+    before = last_activity(app)
+    time.sleep(1.1)
+    assert requests.get(app.url(8000, "/"), headers=authorized(app.server), timeout=30).ok
+    assert last_activity(app) > before
+
+
+@pytest.mark.parametrize("server_args", [["--HopxExtension.proxy_is_activity=False"]])
+def test_using_the_app_need_not_count_as_activity(app: App) -> None:
+    before = last_activity(app)
+    time.sleep(1.1)
+    assert requests.get(app.url(8000, "/"), headers=authorized(app.server), timeout=30).ok
+    assert last_activity(app) == before
