@@ -64,3 +64,12 @@ c.HopxProvisioner.max_frame_size = "256M"
 c.HopxProvisioner.start_timeout = "30s"
 # The bubblewrap executable (default: bwrap on PATH).
 c.HopxProvisioner.bwrap_path = "/usr/bin/bwrap"
+
+# The server extension (web apps started in notebooks, reached through /hopx/proxy):
+# how long an app may take to begin an answer before the client gets a 504.
+c.HopxExtension.proxy_timeout = "60s"
+# Whether using an app counts as activity for idle_timeout (an app in use keeps its kernel).
+c.HopxExtension.proxy_is_activity = True
+# How long a share link lasts unless its maker says otherwise, and the most it may be asked for.
+c.HopxExtension.share_link_lifetime = "1h"
+c.HopxExtension.max_share_link_lifetime = "1d"

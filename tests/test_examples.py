@@ -13,6 +13,7 @@ import nbformat
 from traitlets.config.loader import PyFileConfigLoader
 
 from conftest import FOLDER_OWNER, Kernel, assert_no_leaks, cgroup_limits
+from hopx_kernel.extension import HopxExtension
 from hopx_kernel.provisioner import HopxProvisioner
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -48,6 +49,11 @@ def test_server_config_shows_every_setting_with_its_default() -> None:
             continue  # the example names a path; the default depends on PATH or the runtime dir
         trait_value = getattr(HopxProvisioner(kernel_id="x", **{name: value}), name)
         assert trait_value == getattr(provisioner, name), name
+    # The server extension's own settings too.
+    extension = config.HopxExtension
+    assert set(extension) == set(HopxExtension.class_own_traits(config=True))
+    for name, value in extension.items():
+        assert getattr(HopxExtension(**{name: value}), name) == getattr(HopxExtension(), name)
 
 
 def test_papermill_example(make_kernelspec: Callable[..., str], runtime_dir: Path) -> None:
