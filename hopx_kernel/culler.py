@@ -309,6 +309,8 @@ class Culler:
             },
             "stopping": kernel_id in self._culls,
             "network": self._network_summary(provisioner, supervisor),
+            # What the notebook's servers listen on, for /hopx/proxy/<kernel_id>/<port>/.
+            "ports": provisioner.listening_ports(),
         }
 
 

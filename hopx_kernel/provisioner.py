@@ -58,9 +58,11 @@ from runtime.connection_log import DEFAULT_MAX_BYTES
 from runtime.handle import SandboxStartError, SupervisorHandle
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.host_uids import accounts_in_range, parse_uid_range
+from runtime.listening_ports import listening_ports
 from runtime.network_policy import parse_rules
 from runtime.registry import is_supervisor
 from runtime.sandbox_address import ADDRESS_CLAIMS_DIR, DEFAULT_SANDBOX_NETWORK
+from runtime.sandbox_network import LISTENER_PORT
 from runtime.spec import (
     CHANNEL_PORTS,
     CONNECTION_FILE,
@@ -731,6 +733,14 @@ class HopxProvisioner(KernelProvisionerBase):
         Called by the culler before it shuts a busy kernel down."""
         if self.supervisor is not None:
             self.supervisor.send("notice", reason=reason)
+
+    def listening_ports(self) -> list[int]:
+        """The ports the notebook's servers listen on in the sandbox (see /hopx/proxy)."""
+        supervisor = self.supervisor
+        if supervisor is None or supervisor.poll() is not None:
+            return []
+        reserved = [channel.sandbox_port for channel in supervisor.spec.channels]
+        return listening_ports(supervisor.pid, [*reserved, LISTENER_PORT])
 
     def usage(self) -> dict[str, float | None]:
         """What the sandbox uses now: memory in bytes, its number of tasks, and the CPU time its

@@ -373,3 +373,20 @@ def test_using_the_app_need_not_count_as_activity(app: App) -> None:
     time.sleep(1.1)
     assert requests.get(app.url(8000, "/"), headers=authorized(app.server), timeout=30).ok
     assert last_activity(app) == before
+
+
+def test_the_model_lists_the_ports_the_notebooks_servers_listen_on(app: App) -> None:
+    """Read from the sandbox's own sockets, not the host's: the apps' ports, not the kernel's
+    channels, and a new one as soon as a server listens on it."""
+    server = app.server
+
+    def ports() -> list[int]:
+        model = server.api("GET", f"/hopx/api/sandboxes/{app.kernel_id}").json()
+        return list(model["ports"])
+
+    assert ports() == [8000, 8001, 8002, 8003]
+    ws = server.connect(app.kernel_id)
+    ws.execute("import socket\nlate = socket.create_server(('0.0.0.0', 8765))")
+    assert ports() == [8000, 8001, 8002, 8003, 8765]
+    ws.execute("late.close()")
+    assert ports() == [8000, 8001, 8002, 8003]
