@@ -310,13 +310,36 @@ class ProxyHandler(_AppProxy):
 
 class SharedProxyHandler(_AppProxy):
     """`/hopx/share/<token>/<path>`: the kernel and port a live share link names, for anyone
-    who has the link. Its token is the credential, not a cookie: no XSRF check applies."""
+    who has the link. Its token is the credential, not a cookie: no XSRF check applies, and
+    any origin may read the answers (CORS), for the app's own pages run in an origin of their
+    own (`null`), from which their calls to the app are cross-origin."""
 
     def initialize(self, links: ShareLinks) -> None:
         self.links = links
 
     def check_xsrf_cookie(self) -> None:
         return None
+
+    def set_app_headers(self, headers: httputil.HTTPHeaders) -> None:
+        super().set_app_headers(headers)
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.set_header("Access-Control-Expose-Headers", "*")
+
+    def _answer_preflight(self) -> bool:
+        """A browser asking whether an app's page may call the app (a JSON POST, say) is
+        answered here: yes, with no credentials."""
+        asked = self.request.headers.get("Access-Control-Request-Method")
+        if self.request.method != "OPTIONS" or not asked:
+            return False
+        self.set_status(204)
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.set_header("Access-Control-Allow-Methods", ", ".join(self.SUPPORTED_METHODS))
+        wanted = self.request.headers.get("Access-Control-Request-Headers")
+        if wanted:
+            self.set_header("Access-Control-Allow-Headers", wanted)
+        self.set_header("Access-Control-Max-Age", "600")
+        self.finish()
+        return True
 
     async def prepare(self) -> None:  # type: ignore[override]
         token = self.path_kwargs["token"]
@@ -335,6 +358,8 @@ class SharedProxyHandler(_AppProxy):
             self.request.remote_ip,
             self.request.method,
         )
+        if self._answer_preflight():
+            return
         self._user_name = ""
         self._public_prefix = url_path_join(self.base_url, "hopx", "share", token)
         await self._forward(link.kernel_id, link.port)

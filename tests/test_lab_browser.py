@@ -13,6 +13,7 @@ from typing import Any
 
 import nbformat
 import pytest
+import requests
 from internet_harness import WEB_SERVER, serve_at
 from playwright.sync_api import Browser, Page, expect
 
@@ -210,4 +211,98 @@ def test_the_sandboxes_panel_shows_outbound_connections(
     expect(connections.nth(0)).to_have_attribute("data-decision", "denied")
     expect(connections.nth(1)).to_have_text(re.compile(rf"^{allowed}:80 ↓39\.\d KiB ↑\d+ B$"))
     shoot(page, "06-sandbox-network")
+    page.close()
+
+
+# A web app a notebook starts: a page whose script loads data from the app, posts it back as
+# JSON (a CORS preflight from the page's own origin) and shows the answer, and says whether it
+# could read the Jupyter server's cookies or API.
+APP_CELL = '''
+import http.server, json, threading
+SCRIPT = """
+let cookies;
+try { cookies = "cookies: " + (document.cookie || "none"); }
+catch (e) { cookies = "cookies: blocked"; }
+document.getElementById("cookies").textContent = cookies;
+fetch("data.json").then(r => r.json())
+  .then(d => fetch("echo", {method: "POST", headers: {"Content-Type": "application/json"},
+                            body: JSON.stringify(d)}))
+  .then(r => r.json())
+  .then(d => { document.getElementById("answer").textContent = d.greeting; },
+        e => { document.getElementById("answer").textContent = "failed: " + e; });
+fetch("/user/alice/api/kernels").then(r => "api: " + r.status, () => "api: blocked")
+  .then(t => { document.getElementById("api").textContent = t; });
+"""
+PAGES = {
+    "/": ("text/html", "<!doctype html><title>notebook app</title><p id=answer>waiting</p>"
+                       "<p id=cookies></p><p id=api></p><script src='app.js'></script>"),
+    "/app.js": ("text/javascript", SCRIPT),
+    "/data.json": ("application/json", json.dumps({"greeting": "hello from the sandbox"})),
+}
+
+class App(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        kind, body = PAGES[self.path]
+        self._send(kind, body.encode())
+
+    def do_POST(self):
+        self._send("application/json", self.rfile.read(int(self.headers["Content-Length"])))
+
+    def _send(self, kind, body):
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+app = http.server.ThreadingHTTPServer(("127.0.0.1", 8050), App)
+threading.Thread(target=app.serve_forever, daemon=True).start()
+print("serving")
+'''
+
+
+@pytest.mark.parametrize("server_args", [["--ServerApp.base_url=/user/alice/"]])
+def test_a_notebooks_web_app_opens_from_the_sandboxes_panel(
+    lab: Server, browser: Browser, make_kernelspec: Callable[..., str]
+) -> None:
+    """Under JupyterHub's /user/<name>/ prefix: a notebook starts a web app; its port shows on
+    the sandbox's card; "Open" shows the app in a new tab, whose script loads and posts data to
+    the app but cannot read the Jupyter session's cookies or call its API; "Copy share link"
+    copies a link that works without a login."""
+    make_kernelspec("hopx-app")
+    path = write_notebook(lab, "app.ipynb", "hopx-app")
+    nb = nbformat.read(lab.root / path, as_version=4)
+    nb.cells[0].source = APP_CELL
+    nbformat.write(nb, lab.root / path)
+    page = open_notebook(browser, lab, path, "app")
+    assert "serving" in run_first_cell(page)
+
+    open_sandboxes_panel(page)
+    card = page.locator(f'.hopx-SandboxCard[data-kernel-id="{only_kernel(lab)}"]')
+    port = card.locator('.hopx-SandboxCard-port[data-port="8050"]')
+    expect(port).to_contain_text("port 8050", timeout=UI_TIMEOUT)
+    shoot(page, "07-app-port")
+
+    with page.context.expect_page(timeout=UI_TIMEOUT) as opened:
+        port.locator(".hopx-SandboxCard-open").click()
+    app_page = opened.value
+    expect(app_page.locator("#answer")).to_have_text("hello from the sandbox", timeout=UI_TIMEOUT)
+    expect(app_page.locator("#cookies")).to_have_text("cookies: blocked")
+    expect(app_page.locator("#api")).to_have_text(re.compile(r"^api: (blocked|403)$"))
+    assert "/user/alice/hopx/share/" in app_page.url
+    shoot(app_page, "08-app-opened")
+    app_page.close()
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    port.locator(".hopx-SandboxCard-share").click()
+    expect(page.locator(".jp-toast-message, .Toastify__toast-body").first).to_contain_text(
+        "Share link to port 8050 copied", timeout=UI_TIMEOUT
+    )
+    link = page.evaluate("navigator.clipboard.readText()")
+    assert link.startswith(f"{lab.url}/hopx/share/"), link
+    anonymous = requests.get(f"{link}data.json", timeout=30)
+    assert anonymous.json() == {"greeting": "hello from the sandbox"}
     page.close()

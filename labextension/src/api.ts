@@ -89,6 +89,19 @@ export interface ISandbox {
   stopping: boolean;
   /** Present when the sandbox's policy allows outbound traffic. */
   network?: INetwork | null;
+  /** Ports the notebook's servers listen on, reachable through /hopx/proxy. */
+  ports?: number[];
+}
+
+/** A share link to one port of a sandbox; `url` (with its token) only when just made. */
+export interface IShareLink {
+  id: string;
+  kernel_id: string;
+  port: number;
+  created_by: string;
+  created_at: number;
+  expires_at: number;
+  url?: string;
 }
 
 export interface IExtended extends ISandbox {
@@ -141,6 +154,12 @@ export class SandboxClient {
   extend(kernelId: string, seconds?: number): Promise<IExtended> {
     const body = seconds === undefined ? '' : JSON.stringify({ seconds });
     return this._request<IExtended>(`${kernelId}/extend`, { method: 'POST', body });
+  }
+
+  /** A new share link to `port`; its `url` is relative to the server's origin. */
+  share(kernelId: string, port: number, seconds?: number): Promise<IShareLink> {
+    const body = JSON.stringify(seconds === undefined ? { port } : { port, expires_in: seconds });
+    return this._request<IShareLink>(`${kernelId}/links`, { method: 'POST', body });
   }
 
   private async _request<T>(path: string, init: RequestInit): Promise<T> {

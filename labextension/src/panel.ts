@@ -1,9 +1,9 @@
 /**
  * The "Sandboxes" sidebar panel: every Hopx sandbox of this server with its notebook, address,
- * age, limits, usage bars, outbound connections, idle time and next cull, and buttons to kill it
- * or keep it alive.
+ * age, limits, usage bars, outbound connections, the ports its web apps listen on (to open or
+ * share), idle time and next cull, and buttons to kill it or keep it alive.
  */
-import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Session } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
@@ -126,6 +126,21 @@ export class SandboxPanel extends Widget {
       card.append(network);
     }
 
+    if (sandbox.ports?.length) {
+      const apps = element('ul', 'hopx-SandboxCard-ports');
+      for (const port of sandbox.ports) {
+        const item = element('li', 'hopx-SandboxCard-port');
+        item.dataset.port = String(port);
+        item.append(
+          text('span', 'hopx-SandboxCard-portNumber', `port ${port}`),
+          button('Open', 'hopx-SandboxCard-open', () => void this._open(sandbox, port)),
+          button('Copy share link', 'hopx-SandboxCard-share', () => void this._copyLink(sandbox, port))
+        );
+        apps.append(item);
+      }
+      card.append(apps);
+    }
+
     const cull = sandbox.next_cull;
     const next = cull
       ? cullCountdown(cull.reason, secondsUntil(cull.at, now))
@@ -141,6 +156,40 @@ export class SandboxPanel extends Widget {
     actions.append(keepAlive, kill);
     card.append(actions);
     return card;
+  }
+
+  /**
+   * Opens the app in a new tab through a share link of the user's own: the app's pages run in
+   * an origin of their own, where no Jupyter cookie goes, so the link's path is what lets
+   * their scripts and calls through.
+   */
+  private async _open(sandbox: ISandboxView, port: number): Promise<void> {
+    // Opened at once, while the click still allows a new tab; pointed at the link once made.
+    const tab = window.open('', '_blank');
+    try {
+      const link = await this._model.client.share(sandbox.kernel_id, port);
+      if (tab) {
+        tab.opener = null;
+        tab.location.href = new URL(link.url ?? '', window.location.origin).href;
+      }
+    } catch (error) {
+      tab?.close();
+      await showErrorMessage(`Could not open port ${port}`, error as Error);
+    }
+  }
+
+  private async _copyLink(sandbox: ISandboxView, port: number): Promise<void> {
+    try {
+      const link = await this._model.client.share(sandbox.kernel_id, port);
+      const url = new URL(link.url ?? '', window.location.origin).href;
+      await navigator.clipboard.writeText(url);
+      const expires = new Date(link.expires_at * 1000).toLocaleTimeString();
+      Notification.success(`Share link to port ${port} copied; it works until ${expires}.`, {
+        autoClose: 5000
+      });
+    } catch (error) {
+      await showErrorMessage(`Could not make a share link to port ${port}`, error as Error);
+    }
   }
 
   private async _extend(sandbox: ISandboxView): Promise<void> {
