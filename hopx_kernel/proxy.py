@@ -103,6 +103,8 @@ class _AppProxy(JupyterHandler):
     # Who the app is told made the request (X-Hopx-User), and the public prefix of its paths.
     _user_name = ""
     _public_prefix = ""
+    # Whether the app is sent the whole path, prefix and all.
+    _absolute = False
 
     async def _forward(self, kernel_id: str, port: int) -> None:
         path = self._sandbox_socket(kernel_id)
@@ -195,9 +197,10 @@ class _AppProxy(JupyterHandler):
         return float(self.settings.get(TIMEOUT_SETTING, ANSWER_TIMEOUT))
 
     def _target(self) -> str:
-        """The path and query the app is asked for: below the prefix, without Jupyter's
-        token."""
-        path = self.request.path[len(self._prefix()) :] or "/"
+        """The path and query the app is asked for: below the prefix (the whole path for an
+        app that lives under it, see AbsoluteProxyHandler), without Jupyter's token."""
+        path = self.request.path if self._absolute else self.request.path[len(self._prefix()) :]
+        path = path or "/"
         query = [(k, v) for k, v in parse_qsl(self.request.query, keep_blank_values=True)]
         kept = [(k, v) for k, v in query if k != "token"]
         if len(kept) == len(query):
@@ -304,8 +307,17 @@ class ProxyHandler(_AppProxy):
             raise web.HTTPError(403, "This websocket comes from a page of another origin.")
         kernel_id, port = self.path_kwargs["kernel_id"], self.path_kwargs["port"]
         self._user_name = str(getattr(user, "username", ""))
-        self._public_prefix = url_path_join(self.base_url, "hopx", "proxy", kernel_id, port)
+        mode = ("absolute",) if self._absolute else ()
+        self._public_prefix = url_path_join(self.base_url, "hopx", "proxy", *mode, kernel_id, port)
         await self._forward(kernel_id, int(port))
+
+
+class AbsoluteProxyHandler(ProxyHandler):
+    """`/hopx/proxy/absolute/<kernel-id>/<port>/<path>`: the same, for an app that must be told
+    the prefix it lives under (Bokeh's `prefix`, Dash's `requests_pathname_prefix`, ...) and is
+    sent the whole path, prefix and all."""
+
+    _absolute = True
 
 
 class SharedProxyHandler(_AppProxy):
@@ -470,5 +482,6 @@ def _utcnow() -> Any:
 def proxy_handlers(links: ShareLinks) -> list[tuple[str, type[_AppProxy], dict[str, Any]]]:
     return [
         (rf"/hopx/proxy/{KERNEL_ID}/{PORT}(?P<path>/.*)?", ProxyHandler, {}),
+        (rf"/hopx/proxy/absolute/{KERNEL_ID}/{PORT}(?P<path>/.*)?", AbsoluteProxyHandler, {}),
         (rf"/hopx/share/{SHARE_LINK}(?P<path>/.*)?", SharedProxyHandler, {"links": links}),
     ]

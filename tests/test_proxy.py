@@ -390,3 +390,18 @@ def test_the_model_lists_the_ports_the_notebooks_servers_listen_on(app: App) -> 
     assert ports() == [8000, 8001, 8002, 8003, 8765]
     ws.execute("late.close()")
     assert ports() == [8000, 8001, 8002, 8003]
+
+
+def test_an_app_that_lives_under_its_prefix_gets_the_whole_path(app: App) -> None:
+    """The absolute mode, for apps told their prefix (Bokeh's `prefix`, Dash's
+    `requests_pathname_prefix`): the path arrives whole, and the prefix says so."""
+    server = app.server
+    prefix = f"/hopx/proxy/absolute/{app.kernel_id}/8000"
+    response = requests.get(
+        f"{server.url}{prefix}/page?x=1", headers=authorized(server), timeout=30
+    )
+    assert response.status_code == 200
+    seen = response.json()
+    assert seen["uri"] == f"{prefix}/page?x=1"
+    assert seen["headers"]["X-Forwarded-Prefix"] == prefix
+    assert requests.get(f"{server.url}{prefix}/", timeout=30).status_code == 403
