@@ -8,6 +8,7 @@ JSON with a description of the machine.
     python -m benchmarks --quick      # the smoke version CI runs: does the harness work?
     python -m benchmarks --render [--renders 10] [--quick]   # rendering in the browser
     python -m benchmarks --network [--quick]     # outbound traffic through a policy (root)
+    python -m benchmarks --proxy [--quick]       # a notebook's web app through /hopx/proxy
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from benchmarks import batches, measures, memory, network, render
+from benchmarks import batches, measures, memory, network, proxy, render
 from benchmarks.kernels import HOPX, STOCK, STOCK_CURVE, kernelspecs
 from benchmarks.stats import Metric, Samples, breakdown, summary, table
 from runtime.units import format_size
@@ -249,6 +250,38 @@ def main_network(quick: bool, json_path: str) -> int:
     return 0 if len(rows) == len(network.METRICS) else 1
 
 
+def main_proxy(quick: bool, json_path: str) -> int:
+    """A notebook's web app through /hopx/proxy, against jupyter-server-proxy and directly."""
+    rounds, gets = (1, 40) if quick else (5, 400)
+    samples = Samples()
+    began = time.time()
+    measured = proxy.measure(rounds, gets, samples)
+    about = machine()
+    print(describe(about))
+    print(f"{rounds} rounds: {proxy.describe(measured)}")
+    tables = {}
+    for other in (proxy.PROXY, proxy.DIRECT):
+        rows = summary(proxy.METRICS, samples, other, HOPX)
+        if rows:
+            tables[other] = rows
+            print(f"\nHopx (/hopx/proxy to a Hopx kernel) against {other} (a stock kernel):")
+            print(table(rows))
+    if proxy.PROXY not in tables:
+        print("\njupyter-server-proxy is not installed: `pip install -e .[bench]` adds it.")
+    if json_path:
+        report = {
+            "machine": about,
+            "started": began,
+            "settings": {"rounds": rounds, "gets": gets},
+            # Against the app reached directly; against jupyter-server-proxy when installed.
+            "rows": [asdict(r) for r in tables.get(proxy.DIRECT, [])],
+            "server_proxy_rows": [asdict(r) for r in tables.get(proxy.PROXY, [])],
+            "proxy": measured,
+        }
+        write_json(json_path, report, samples)
+    return 0 if tables.get(proxy.DIRECT) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0]
@@ -276,7 +309,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: downloads and connections through an outbound policy (needs root)",
     )
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="instead: a notebook's web app through /hopx/proxy and jupyter-server-proxy",
+    )
     args = parser.parse_args(argv)
+    if args.proxy:
+        return main_proxy(args.quick, args.json)
     if args.network:
         return main_network(args.quick, args.json)
     if args.render:

@@ -99,3 +99,17 @@ def test_quick_network_benchmark_measures_both_sides(tmp_path: Path) -> None:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     namespaces = listed.stdout
     assert "hopx-inet-" not in namespaces
+
+
+def test_quick_proxy_benchmark_measures_the_app_through_hopx_and_directly(tmp_path: Path) -> None:
+    """A small answer from a notebook's app, through /hopx/proxy and straight from the same app
+    in a stock kernel; without jupyter-server-proxy installed (the test environment), its
+    comparison is left out and the report says how to add it."""
+    report, figures = quick_run(tmp_path, "--proxy")
+    assert sorted(figures) == [
+        "GET of a small answer from a notebook's app",
+        "GETs per second, 8 clients at once",
+    ]
+    assert figures["GET of a small answer from a notebook's app"]["samples"] == 40
+    assert report["proxy"]["ways"] == ["hopx", "direct"]
+    assert report["server_proxy_rows"] == []
