@@ -7,6 +7,7 @@ and websocket upgrades alike."""
 from __future__ import annotations
 
 import json
+import socket
 import textwrap
 import time
 from dataclasses import dataclass
@@ -405,3 +406,62 @@ def test_an_app_that_lives_under_its_prefix_gets_the_whole_path(app: App) -> Non
     assert seen["uri"] == f"{prefix}/page?x=1"
     assert seen["headers"]["X-Forwarded-Prefix"] == prefix
     assert requests.get(f"{server.url}{prefix}/", timeout=30).status_code == 403
+
+
+def raw_request(server: Server, target: str, extra: str = "") -> tuple[int, bytes]:
+    """One request written as is (no client normalises its path): the status and the body."""
+    host = server.url.removeprefix("http://").split("/")[0]
+    address, port = host.rsplit(":", 1)
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: token {server.token}\r\n"
+        f"{extra}Connection: close\r\n\r\n"
+    )
+    with socket.create_connection((address, int(port)), timeout=30) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_paths_that_climb_or_hide_slashes_stay_inside_the_app(app: App) -> None:
+    """Dot segments and encoded slashes below the prefix are the app's path, passed as they
+    came: they reach the same app and port, never the server's API or another port."""
+    prefix = f"/hopx/proxy/{app.kernel_id}/8000"
+    for tail in ("/../../../api/kernels", "/..%2F..%2F8001%2Fecho", "/%2e%2e/%2e%2e/api/status"):
+        status, body = raw_request(app.server, prefix + tail)
+        assert status == 200, (tail, status, body[:200])
+        assert json.loads(body)["uri"] == tail
+
+
+def test_oversized_headers_are_refused_before_the_app(app: App) -> None:
+    """A 200 kB header: the server cuts the request off (a 4xx or a reset), and the next one
+    works."""
+    big = f"X-Big: {'a' * 200_000}\r\n"
+    try:
+        status, _ = raw_request(app.server, f"/hopx/proxy/{app.kernel_id}/8000/", big)
+    except ConnectionResetError:
+        status = 0
+    assert status in (0, 400, 431)
+    assert raw_request(app.server, f"/hopx/proxy/{app.kernel_id}/8000/")[0] == 200
+
+
+def test_a_sandbox_takes_at_most_64_connections_at_once(app: App) -> None:
+    """Websockets held open: the 65th and later get a 502 at once; one closed frees a place."""
+    url = app.ws_url(8001, "/echo")
+    header = [f"Authorization: token {app.server.token}"]
+    held = [websocket.create_connection(url, header=header, timeout=30) for _ in range(64)]
+    try:
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(url, header=header, timeout=30)
+        assert refused.value.status_code == 502
+        held.pop().close()
+        time.sleep(0.5)
+        again = websocket.create_connection(url, header=header, timeout=30)
+        again.send("room again")
+        assert again.recv() == "room again"
+        again.close()
+    finally:
+        for ws in held:
+            ws.close()
