@@ -524,6 +524,8 @@ class HopxProvisioner(KernelProvisionerBase):
                 loop.call_soon_threadsafe(loop.call_later, delay, callback)
 
         def emit(records: list[dict[str, Any]], omitted: int) -> None:
+            # In the order the connections began (each record comes when its connection ends).
+            records = sorted(records, key=lambda r: float(r.get("started") or 0))
             self.emit_event(
                 "network",
                 network_events.summary(self.kernel_id, records, omitted),

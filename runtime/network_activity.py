@@ -42,6 +42,13 @@ class NetworkActivity:
             return dict(self._totals)
 
     def recent(self) -> list[dict[str, Any]]:
-        """The latest records, newest first."""
+        """The latest records, the most recently started first (a record comes when its
+        connection ends, so they arrive in another order)."""
         with self._lock:
-            return list(reversed(self._recent))
+            records = list(self._recent)
+        return sorted(records, key=_started, reverse=True)
+
+
+def _started(record: dict[str, Any]) -> float:
+    started = record.get("started")
+    return float(started) if isinstance(started, int | float) else 0.0
