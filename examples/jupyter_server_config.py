@@ -68,6 +68,8 @@ c.HopxProvisioner.bwrap_path = "/usr/bin/bwrap"
 # The server extension (web apps started in notebooks, reached through /hopx/proxy):
 # how long an app may take to begin an answer before the client gets a 504.
 c.HopxExtension.proxy_timeout = "60s"
+# How long a websocket to an app may carry nothing before it is closed; 0 for no bound.
+c.HopxExtension.proxy_idle_timeout = "1h"
 # Whether using an app counts as activity for idle_timeout (an app in use keeps its kernel).
 c.HopxExtension.proxy_is_activity = True
 # How long a share link lasts unless its maker says otherwise, and the most it may be asked for.

@@ -15,7 +15,7 @@ from traitlets import Bool
 from hopx_kernel import contents, events
 from hopx_kernel.culler import Culler
 from hopx_kernel.handlers import default_handlers
-from hopx_kernel.proxy import ACTIVITY_SETTING, TIMEOUT_SETTING, proxy_handlers
+from hopx_kernel.proxy import ACTIVITY_SETTING, IDLE_SETTING, TIMEOUT_SETTING, proxy_handlers
 from hopx_kernel.share_links import ShareLinks
 from hopx_kernel.traits import Duration
 
@@ -43,6 +43,12 @@ class HopxExtension(ExtensionApp):
         answer that has begun may stream for as long as it likes.""",
     ).tag(config=True)
 
+    proxy_idle_timeout = Duration(
+        3600.0,
+        help="""How long a websocket to a notebook's app may carry nothing either way before it
+        is closed (seconds, or e.g. '30m'); 0 for no bound. Apps that keep their websockets
+        open send pings well within it.""",
+    ).tag(config=True)
     proxy_is_activity = Bool(
         True,
         help="""Whether requests to a notebook's web app through /hopx/proxy or a share link
@@ -65,6 +71,7 @@ class HopxExtension(ExtensionApp):
         events.register(self.serverapp.event_logger)
         self.settings[TIMEOUT_SETTING] = self.proxy_timeout
         self.settings[ACTIVITY_SETTING] = self.proxy_is_activity
+        self.settings[IDLE_SETTING] = self.proxy_idle_timeout
 
     def initialize_handlers(self) -> None:
         assert self.serverapp is not None

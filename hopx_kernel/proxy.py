@@ -48,6 +48,9 @@ MAX_HEADER_BYTES: Final = 64 * 1024
 ANSWER_TIMEOUT: Final = 60.0
 TIMEOUT_SETTING: Final = "hopx_proxy_timeout"
 ACTIVITY_SETTING: Final = "hopx_proxy_is_activity"
+# A websocket to an app with nothing sent either way for this long is closed (proxy_idle_timeout).
+IDLE_TIMEOUT: Final = 3600.0
+IDLE_SETTING: Final = "hopx_proxy_idle_timeout"
 CONNECT_TIMEOUT: Final = 10.0
 CHUNK: Final = 256 * 1024
 
@@ -279,7 +282,7 @@ class _AppProxy(JupyterHandler):
             client = self.detach()
             await client.write(answer)
             if switched:
-                await _join(client, app)
+                await _join(client, app, float(self.settings.get(IDLE_SETTING, IDLE_TIMEOUT)))
             client.close()
         finally:
             app.close()
@@ -428,19 +431,30 @@ async def _open_app(path: str, port: int) -> IOStream:
     return stream
 
 
-async def _join(client: IOStream, app: IOStream) -> None:
-    """Bytes both ways until either side ends."""
+async def _join(client: IOStream, app: IOStream, idle: float) -> None:
+    """Bytes both ways until either side ends, or neither has sent anything for `idle`
+    seconds (0: no bound)."""
+    last = [time.monotonic()]
 
     async def pump(source: IOStream, sink: IOStream) -> None:
         with contextlib.suppress(StreamClosedError):
             while True:
-                await sink.write(await source.read_bytes(CHUNK, partial=True))
-        sink.close()
+                data = await source.read_bytes(CHUNK, partial=True)
+                last[0] = time.monotonic()
+                await sink.write(data)
 
-    await asyncio.wait(
-        [asyncio.ensure_future(pump(client, app)), asyncio.ensure_future(pump(app, client))],
-        return_when=asyncio.FIRST_COMPLETED,
-    )
+    pumps = [asyncio.ensure_future(pump(client, app)), asyncio.ensure_future(pump(app, client))]
+    try:
+        while True:
+            wait = None if not idle else max(0.0, last[0] + idle - time.monotonic())
+            done, _ = await asyncio.wait(pumps, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if done or (idle and time.monotonic() - last[0] >= idle):
+                break
+    finally:
+        for pump_task in pumps:
+            pump_task.cancel()
+        client.close()
+        app.close()
 
 
 def _without_session_cookies(header: str) -> str:

@@ -465,3 +465,24 @@ def test_a_sandbox_takes_at_most_64_connections_at_once(app: App) -> None:
     finally:
         for ws in held:
             ws.close()
+
+
+@pytest.mark.parametrize("server_args", [["--HopxExtension.proxy_idle_timeout=2"]])
+def test_an_idle_websocket_is_closed_after_proxy_idle_timeout(app: App) -> None:
+    """One that talks stays open past the bound; one silent for longer is closed by the
+    proxy."""
+    header = [f"Authorization: token {app.server.token}"]
+    talking = websocket.create_connection(app.ws_url(8001, "/echo"), header=header, timeout=30)
+    silent = websocket.create_connection(app.ws_url(8001, "/echo"), header=header, timeout=30)
+    for n in range(4):
+        talking.send(f"still here {n}")
+        assert talking.recv() == f"still here {n}"
+        time.sleep(1)
+
+    def talk_after_silence() -> Any:
+        silent.send("too late")
+        return silent.recv()
+
+    with pytest.raises((websocket.WebSocketConnectionClosedException, OSError)):
+        talk_after_silence()
+    talking.close()
