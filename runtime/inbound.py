@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from runtime.relay import CHUNK
+from runtime.relay import listen_unix, splice_until_end
 from runtime.spec import SANDBOX_IP
 
 SOCKET_NAME: Final = "inbound.sock"
@@ -59,17 +59,7 @@ class InboundRelay:
     def listen(self) -> None:
         """Bind the socket; called in the host's network namespace (bound in the sandbox's,
         /proc/net/unix would show the kernel its path)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)  # left by a supervisor that was killed
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        old_umask = os.umask(0o177)
-        try:
-            sock.bind(self.path)
-        finally:
-            os.umask(old_umask)
-        sock.listen(64)
-        sock.setblocking(False)
-        self.listener = sock
+        self.listener = listen_unix(self.path)
 
     def close(self) -> None:
         """Stop listening and remove the socket; connections under way end with the sandbox."""
@@ -172,17 +162,11 @@ def _relay_both_ways(client: socket.socket, app: socket.socket) -> None:
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
-        while n := os.splice(source.fileno(), write_end, CHUNK):
-            while n:
-                n -= os.splice(read_end, sink.fileno(), n)
+        splice_until_end(source, sink)
         sink.shutdown(socket.SHUT_WR)
     except OSError:
         # A reset on one side resets the other: neither waits for an end that will not come.
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-    finally:
-        os.close(read_end)
-        os.close(write_end)

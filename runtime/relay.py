@@ -59,6 +59,22 @@ threading.stack_size(512 * 1024)
 ViolationHandler = Callable[[Channel, ProtocolError], None]
 
 
+def listen_unix(path: str) -> socket.socket:
+    """A non-blocking unix socket listening at `path` (replacing one a killed supervisor left),
+    0600 from the start: its directory is 0700, and nothing can connect before the mode is set."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
 class Relay:
     """Listens on every channel's host socket and relays each accepted connection.
 
@@ -88,17 +104,7 @@ class Relay:
 
     def listen(self) -> None:
         for channel in self._channels:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(channel.host_path)  # left by a supervisor that was killed
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            # The directory is 0700; the socket is 0600 as well, before anything can connect.
-            old_umask = os.umask(0o177)
-            try:
-                sock.bind(channel.host_path)
-            finally:
-                os.umask(old_umask)
-            sock.listen(64)
-            sock.setblocking(False)
+            sock = listen_unix(channel.host_path)
             self.listeners[sock.fileno()] = (sock, channel)
 
     def accept(self, fd: int) -> None:
@@ -256,7 +262,7 @@ def _log_violation(channel: Channel, error: ProtocolError) -> None:
 def _pump(source: socket.socket, sink: socket.socket) -> None:
     """Move bytes until `source` ends, then pass the end on to `sink`."""
     with contextlib.suppress(OSError):
-        _splice(source, sink)
+        splice_until_end(source, sink)
     with contextlib.suppress(OSError):
         sink.shutdown(socket.SHUT_WR)
 
@@ -314,7 +320,7 @@ def _relay_checked(
         os.close(pipe_w)
 
 
-def _splice(source: socket.socket, sink: socket.socket) -> None:
+def splice_until_end(source: socket.socket, sink: socket.socket) -> None:
     """Move bytes through a pipe with splice(2), so they never enter this process: that halves
     the relay's CPU per byte, which on a small machine the kernel and its client need."""
     pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
