@@ -15,8 +15,9 @@ kernels may do the same here, and nobody else), the kernelspec handler on "kerne
     GET    /hopx/api/sandboxes/<kernel_id>/links   its live share links (never their tokens)
     POST   /hopx/api/sandboxes/<kernel_id>/links   a share link to one of its ports: {"port": 8050,
                                                    "expires_in": 3600} (optional, default
-                                                   share_link_lifetime); 201 with its "url", the
-                                                   only time its token is shown
+                                                   share_link_lifetime), "absolute": true for
+                                                   an app sent the whole path; 201 with its
+                                                   "url", the only time its token is shown
     DELETE /hopx/api/sandboxes/<kernel_id>/links/<id>   revoke it; 204
     GET    /hopx/api/kernelspecs                   {"hopx": [listed kernelspecs that start under
                                                    Hopx], "lockdown": true|false}
@@ -153,9 +154,12 @@ class ShareLinksHandler(SandboxAPIHandler):
             or not math.isfinite(seconds)
         ):
             raise web.HTTPError(400, 'expires_in must be seconds, e.g. {"expires_in": 3600}')
+        absolute = request.get("absolute", False)
+        if not isinstance(absolute, bool):
+            raise web.HTTPError(400, 'absolute must be true or false, e.g. {"absolute": true}')
         user = str(getattr(self.current_user, "username", ""))
         try:
-            link, token = self.links.create(kernel_id, port, user, seconds)
+            link, token = self.links.create(kernel_id, port, user, seconds, absolute=absolute)
         except ShareLinkError as e:
             raise web.HTTPError(400, str(e)) from None
         self.log.info(

@@ -53,6 +53,7 @@ IDLE_TIMEOUT: Final = 3600.0
 IDLE_SETTING: Final = "hopx_proxy_idle_timeout"
 CONNECT_TIMEOUT: Final = 10.0
 CHUNK: Final = 256 * 1024
+UNBOUNDED_BODY: Final = 1 << 62
 
 # Headers that describe one connection, not the message (RFC 9110 7.6.1), and those this proxy
 # sets itself: a client's own copies never reach the app.
@@ -122,6 +123,9 @@ class _AppProxy(JupyterHandler):
             header_timeout=self._answer_timeout(),
             decompress=False,
             chunk_size=CHUNK,
+            # The answer streams through in chunks: its size is not this process's concern (by
+            # default tornado refuses one whose Content-Length exceeds the stream's buffer).
+            max_body_size=UNBOUNDED_BODY,
         )
         self._connection = HTTP1Connection(self._app, True, params)
         start = httputil.RequestStartLine(self.request.method or "GET", self._target(), "HTTP/1.1")
@@ -231,11 +235,13 @@ class _AppProxy(JupyterHandler):
             headers["Upgrade"] = "websocket"
         else:
             headers["Connection"] = "close"
-        headers["Host"] = f"127.0.0.1:{port}"
+        # To the app, a request comes from its own origin, by the name development servers
+        # accept without being told (Bokeh, Panel and Vite check Host or Origin against
+        # localhost:<port>). The proxy has already let the request through, and a page of the
+        # app's under a share link says "null", which apps refuse.
+        headers["Host"] = f"localhost:{port}"
         if "Origin" in self.request.headers:
-            # The proxy has let the request through; to the app it comes from its own origin
-            # (a page of the app's under a share link says "null", which apps refuse).
-            headers["Origin"] = f"http://127.0.0.1:{port}"
+            headers["Origin"] = f"http://localhost:{port}"
         headers["X-Forwarded-Host"] = self.request.host
         headers["X-Forwarded-Proto"] = self.request.protocol
         headers["X-Forwarded-Prefix"] = self._prefix()
@@ -376,6 +382,7 @@ class SharedProxyHandler(_AppProxy):
         if self._answer_preflight():
             return
         self._user_name = ""
+        self._absolute = link.absolute
         self._public_prefix = url_path_join(self.base_url, "hopx", "share", token)
         await self._forward(link.kernel_id, link.port)
 

@@ -33,6 +33,9 @@ class ShareLink:
     created_at: float
     expires_at: float
     token_hash: str = field(repr=False)
+    # Whether the app is sent the whole path, link prefix and all (see AbsoluteProxyHandler): for
+    # an app told at its start to live under the link's path.
+    absolute: bool = False
 
     def model(self) -> dict[str, Any]:
         """What the REST API shows of it: everything but the token."""
@@ -43,6 +46,7 @@ class ShareLink:
             "created_by": self.created_by,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
+            "absolute": self.absolute,
         }
 
 
@@ -66,7 +70,13 @@ class ShareLinks:
         self._by_hash: dict[str, ShareLink] = {}
 
     def create(
-        self, kernel_id: str, port: int, user: str, seconds: float | None = None
+        self,
+        kernel_id: str,
+        port: int,
+        user: str,
+        seconds: float | None = None,
+        *,
+        absolute: bool = False,
     ) -> tuple[ShareLink, str]:
         """A new link and its token (shown once, never kept)."""
         seconds = self.lifetime if seconds is None else seconds
@@ -89,6 +99,7 @@ class ShareLinks:
             created_at=now,
             expires_at=now + seconds,
             token_hash=token_hash(token),
+            absolute=absolute,
         )
         with self._lock:
             self._forget_expired(now)

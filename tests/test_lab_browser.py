@@ -14,6 +14,7 @@ from typing import Any
 import nbformat
 import pytest
 import requests
+from framework_apps import BOKEH_PORT, start_bokeh_cell
 from internet_harness import WEB_SERVER, serve_at
 from playwright.sync_api import Browser, Page, expect
 
@@ -305,4 +306,45 @@ def test_a_notebooks_web_app_opens_from_the_sandboxes_panel(
     assert link.startswith(f"{lab.url}/hopx/share/"), link
     anonymous = requests.get(f"{link}data.json", timeout=30)
     assert anonymous.json() == {"greeting": "hello from the sandbox"}
+    page.close()
+
+
+@pytest.mark.parametrize("server_args", [["--ServerApp.base_url=/user/alice/"]])
+def test_a_bokeh_app_opens_through_a_link_made_in_the_sandboxes_panel(
+    lab: Server, browser: Browser, make_kernelspec: Callable[..., str]
+) -> None:
+    """An app that must be told its prefix at its start: "Link for an app…" on the sandbox's
+    card makes a share link for a port nothing listens on yet and shows the prefix; a Bokeh
+    server started in the sandbox with it opens at the link in a browser without a Jupyter
+    session, and its button's callback runs in the sandbox (the page's websocket works through
+    the link)."""
+    make_kernelspec("hopx-bokeh")
+    path = write_notebook(lab, "bokeh.ipynb", "hopx-bokeh")
+    page = open_notebook(browser, lab, path, "bokeh")
+    open_sandboxes_panel(page)
+    kernel_id = only_kernel(lab)
+    card = page.locator(f'.hopx-SandboxCard[data-kernel-id="{kernel_id}"]')
+    card.locator(".hopx-SandboxCard-appLink").click()
+    asked = page.locator(".jp-Dialog")
+    asked.locator("input").fill(str(BOKEH_PORT))
+    asked.locator(".jp-mod-accept").click()
+    prefix = page.locator(".hopx-AppLink-prefix")
+    expect(prefix).to_contain_text("/user/alice/hopx/share/", timeout=UI_TIMEOUT)
+    shoot(page, "09-app-link")
+    app_prefix = prefix.inner_text()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    link = page.evaluate("navigator.clipboard.readText()")
+    assert link == f"{lab.url.split('/user/')[0]}{app_prefix}/", link
+
+    _, stdout = lab.connect(kernel_id).execute(start_bokeh_cell(app_prefix), timeout=120)
+    assert "serving" in stdout, stdout
+    # In a browser context of its own: no Jupyter session, only the link.
+    app_page = browser.new_page()
+    app_page.goto(f"{link}ask")
+    expect(app_page.get_by_text("waiting")).to_be_visible(timeout=UI_TIMEOUT)
+    app_page.get_by_role("button", name="Ask the kernel").click()
+    expect(app_page.get_by_text("answered in the sandbox")).to_be_visible(timeout=UI_TIMEOUT)
+    shoot(app_page, "10-bokeh-app")
+    app_page.close()
     page.close()

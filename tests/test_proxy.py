@@ -132,7 +132,7 @@ def test_http_reaches_the_app_with_honest_headers_and_no_credentials(app: App) -
     assert headers["x-forwarded-proto"] == "http"
     assert headers["x-forwarded-host"] == server.url.removeprefix("http://")
     assert headers["x-hopx-user"] not in ("", "mallory")
-    assert headers["host"] == "127.0.0.1:8000"
+    assert headers["host"] == "localhost:8000"
     # Its pages run in an origin of their own.
     policies = response.headers["Content-Security-Policy"]
     assert "sandbox allow-scripts" in policies
@@ -352,7 +352,7 @@ def test_a_websocket_from_another_sites_page_is_refused(app: App) -> None:
     assert ws.recv() == "same origin"
     ws.close()
     seen = login.get(app.url(8000, "/"), headers={"Origin": server.url}, timeout=30).json()
-    assert seen["headers"]["Origin"] == "http://127.0.0.1:8000"
+    assert seen["headers"]["Origin"] == "http://localhost:8000"
 
 
 def last_activity(app: App) -> str:

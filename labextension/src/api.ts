@@ -101,6 +101,8 @@ export interface IShareLink {
   created_by: string;
   created_at: number;
   expires_at: number;
+  /** Whether the app is sent the whole path: it was told the link's path as its prefix. */
+  absolute: boolean;
   url?: string;
 }
 
@@ -156,9 +158,12 @@ export class SandboxClient {
     return this._request<IExtended>(`${kernelId}/extend`, { method: 'POST', body });
   }
 
-  /** A new share link to `port`; its `url` is relative to the server's origin. */
-  share(kernelId: string, port: number, seconds?: number): Promise<IShareLink> {
-    const body = JSON.stringify(seconds === undefined ? { port } : { port, expires_in: seconds });
+  /**
+   * A new share link to `port`; its `url` is relative to the server's origin. `absolute`: the
+   * app is sent the whole path, for one started with the link's path as its prefix.
+   */
+  share(kernelId: string, port: number, absolute = false): Promise<IShareLink> {
+    const body = JSON.stringify(absolute ? { port, absolute } : { port });
     return this._request<IShareLink>(`${kernelId}/links`, { method: 'POST', body });
   }
 

@@ -3,7 +3,13 @@
  * age, limits, usage bars, outbound connections, the ports its web apps listen on (to open or
  * share), idle time and next cull, and buttons to kill it or keep it alive.
  */
-import { Dialog, Notification, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import {
+  Dialog,
+  InputDialog,
+  Notification,
+  showDialog,
+  showErrorMessage
+} from '@jupyterlab/apputils';
 import { Session } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
@@ -151,9 +157,13 @@ export class SandboxPanel extends Widget {
     const keepAlive = button('Keep alive', 'hopx-SandboxCard-extend', () =>
       this._extend(sandbox)
     );
+    const appLink = button('Link for an app…', 'hopx-SandboxCard-appLink', () =>
+      this._linkForApp(sandbox)
+    );
+    appLink.title = 'A share link for an app told its prefix at its start (Bokeh, Panel, Dash)';
     const kill = button('Kill', 'hopx-SandboxCard-kill', () => this._kill(sandbox, notebook));
     kill.classList.add('jp-mod-warn');
-    actions.append(keepAlive, kill);
+    actions.append(keepAlive, appLink, kill);
     card.append(actions);
     return card;
   }
@@ -189,6 +199,48 @@ export class SandboxPanel extends Widget {
       });
     } catch (error) {
       await showErrorMessage(`Could not make a share link to port ${port}`, error as Error);
+    }
+  }
+
+  /**
+   * A share link made before its app starts, for an app that builds its URLs from a prefix it
+   * is told at its start (Bokeh, Panel, Dash): the app is sent the whole path, and the dialog
+   * shows the prefix to start it with.
+   */
+  private async _linkForApp(sandbox: ISandboxView): Promise<void> {
+    const asked = await InputDialog.getNumber({
+      title: 'Share link for an app',
+      label: 'The port the app will listen on:',
+      value: 5006
+    });
+    if (!asked.button.accept || asked.value === null) {
+      return;
+    }
+    const port = asked.value;
+    let url: string;
+    const body = element('div', 'hopx-AppLink');
+    try {
+      const link = await this._model.client.share(sandbox.kernel_id, port, true);
+      url = new URL(link.url ?? '', window.location.origin).href;
+      const expires = new Date(link.expires_at * 1000).toLocaleTimeString();
+      body.append(
+        text('p', '', 'Start the app with this prefix (e.g. bokeh serve --prefix …):'),
+        text('code', 'hopx-AppLink-prefix', (link.url ?? '').replace(/\/$/, '')),
+        text('p', '', 'then open it, without a login, at:'),
+        text('code', 'hopx-AppLink-url', url),
+        text('p', '', `Until ${expires}, anyone with the link can use the app.`)
+      );
+    } catch (error) {
+      await showErrorMessage(`Could not make a share link to port ${port}`, error as Error);
+      return;
+    }
+    const result = await showDialog({
+      title: `Share link to port ${port}`,
+      body: new Widget({ node: body }),
+      buttons: [Dialog.cancelButton({ label: 'Close' }), Dialog.okButton({ label: 'Copy link' })]
+    });
+    if (result.button.accept) {
+      await navigator.clipboard.writeText(url);
     }
   }
 
