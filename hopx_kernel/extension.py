@@ -1,5 +1,6 @@
-"""The Hopx jupyter_server extension: the timeout policy, its REST API and its events, and a
-contents manager that follows no symbolic link (hopx_kernel.contents).
+"""The Hopx jupyter_server extension: the timeout policy, its REST API and its events; a contents
+manager that follows no symbolic link (hopx_kernel.contents); kernel websockets that keep their
+session's replies (hopx_kernel.websocket_sessions).
 
 Enabled on install (`etc/jupyter/jupyter_server_config.d/hopx_kernel.json`); `jupyter server
 extension list` shows it. Its timeout policy only acts on kernels started by the Hopx provisioner.
@@ -12,10 +13,16 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool
 
-from hopx_kernel import contents, events
+from hopx_kernel import contents, events, websocket_sessions
 from hopx_kernel.culler import Culler
 from hopx_kernel.handlers import default_handlers
-from hopx_kernel.proxy import ACTIVITY_SETTING, IDLE_SETTING, TIMEOUT_SETTING, proxy_handlers
+from hopx_kernel.proxy import (
+    ACTIVITY_SETTING,
+    CLIENT_SETTING,
+    IDLE_SETTING,
+    TIMEOUT_SETTING,
+    proxy_handlers,
+)
 from hopx_kernel.share_links import ShareLinks
 from hopx_kernel.traits import Duration
 
@@ -49,6 +56,12 @@ class HopxExtension(ExtensionApp):
         is closed (seconds, or e.g. '30m'); 0 for no bound. Apps that keep their websockets
         open send pings well within it.""",
     ).tag(config=True)
+    proxy_client_timeout = Duration(
+        60.0,
+        help="""How long a client of a notebook's app may send nothing of its request's body, or
+        take nothing of an answer, before it is cut off (seconds, or e.g. '2m'); 0 for no
+        bound. A slow client (slowloris) keeps none of a sandbox's 64 connections.""",
+    ).tag(config=True)
     proxy_is_activity = Bool(
         True,
         help="""Whether requests to a notebook's web app through /hopx/proxy or a share link
@@ -69,9 +82,11 @@ class HopxExtension(ExtensionApp):
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
         events.register(self.serverapp.event_logger)
+        websocket_sessions.install(self.serverapp, self.settings)
         self.settings[TIMEOUT_SETTING] = self.proxy_timeout
         self.settings[ACTIVITY_SETTING] = self.proxy_is_activity
         self.settings[IDLE_SETTING] = self.proxy_idle_timeout
+        self.settings[CLIENT_SETTING] = self.proxy_client_timeout
 
     def initialize_handlers(self) -> None:
         assert self.serverapp is not None
