@@ -70,6 +70,9 @@ c.HopxProvisioner.bwrap_path = "/usr/bin/bwrap"
 c.HopxExtension.proxy_timeout = "60s"
 # How long a websocket to an app may carry nothing before it is closed; 0 for no bound.
 c.HopxExtension.proxy_idle_timeout = "1h"
+# How long a client may send nothing of its request's body, or take nothing of an answer,
+# before it is cut off; 0 for no bound.
+c.HopxExtension.proxy_client_timeout = "60s"
 # Whether using an app counts as activity for idle_timeout (an app in use keeps its kernel).
 c.HopxExtension.proxy_is_activity = True
 # How long a share link lasts unless its maker says otherwise, and the most it may be asked for.

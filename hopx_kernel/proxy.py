@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import time
 from typing import Any, Final
@@ -33,6 +34,7 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import httputil, web
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 
 from hopx_kernel.provisioner import HopxProvisioner
@@ -51,6 +53,10 @@ ACTIVITY_SETTING: Final = "hopx_proxy_is_activity"
 # A websocket to an app with nothing sent either way for this long is closed (proxy_idle_timeout).
 IDLE_TIMEOUT: Final = 3600.0
 IDLE_SETTING: Final = "hopx_proxy_idle_timeout"
+# A client that sends nothing of its request's body, or takes nothing of an answer, for this long
+# is cut off (proxy_client_timeout): a slow client keeps none of a sandbox's connections.
+CLIENT_TIMEOUT: Final = 60.0
+CLIENT_SETTING: Final = "hopx_proxy_client_timeout"
 CONNECT_TIMEOUT: Final = 10.0
 CHUNK: Final = 256 * 1024
 UNBOUNDED_BODY: Final = 1 << 62
@@ -109,6 +115,8 @@ class _AppProxy(JupyterHandler):
     _public_prefix = ""
     # Whether the app is sent the whole path, prefix and all.
     _absolute = False
+    # Cuts the client off unless the next part of its request's body comes in time.
+    _body_deadline: object | None = None
 
     async def _forward(self, kernel_id: str, port: int) -> None:
         path = self._sandbox_socket(kernel_id)
@@ -131,14 +139,18 @@ class _AppProxy(JupyterHandler):
         start = httputil.RequestStartLine(self.request.method or "GET", self._target(), "HTTP/1.1")
         headers = self._headers_for_app(port)
         await self._connection.write_headers(start, headers)
+        if self._has_body():
+            self._wait_for_body()
 
     async def data_received(self, chunk: bytes) -> None:
         if self._connection is not None:
+            self._wait_for_body()
             await self._connection.write(chunk)
 
     async def _answer(self, **_: str) -> None:
         """Once the request's body has gone to the app: its answer, streamed to the client."""
         assert self._connection is not None
+        self._stop_waiting_for_body()
         self._connection.finish()
         answer = _Answer(self)
         asked = time.monotonic()
@@ -162,15 +174,55 @@ class _AppProxy(JupyterHandler):
     get = post = put = patch = delete = options = head = _answer
 
     def on_connection_close(self) -> None:
+        self._stop_waiting_for_body()
         self._close_app()
 
     def on_finish(self) -> None:
+        self._stop_waiting_for_body()
         self._close_app()
 
     def _close_app(self) -> None:
         if self._app is not None:
             self._app.close()
             self._app = None
+
+    # -- slow clients ---------------------------------------------------------------------------
+
+    def _client_timeout(self) -> float:
+        return float(self.settings.get(CLIENT_SETTING, CLIENT_TIMEOUT))
+
+    def _has_body(self) -> bool:
+        headers = self.request.headers
+        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        return chunked or headers.get("Content-Length", "0").strip() not in ("", "0")
+
+    def _wait_for_body(self) -> None:
+        """(Re)start the wait for the next part of the request's body."""
+        self._stop_waiting_for_body()
+        timeout = self._client_timeout()
+        if timeout:
+            cut = functools.partial(self.cut_off_client, "sent nothing of its request")
+            self._body_deadline = IOLoop.current().call_later(timeout, cut)
+
+    def _stop_waiting_for_body(self) -> None:
+        if self._body_deadline is not None:
+            IOLoop.current().remove_timeout(self._body_deadline)
+            self._body_deadline = None
+
+    def cut_off_client(self, stalled: str) -> None:
+        """The client has stalled: its connection and the app's are closed."""
+        self._body_deadline = None
+        self.log.warning(
+            "Hopx: cut off a client of an app in a sandbox (%s %s from %s): it %s for %.0f s "
+            "(proxy_client_timeout)",
+            self.request.method,
+            self.request.uri,
+            self.request.remote_ip,
+            stalled,
+            self._client_timeout(),
+        )
+        self._close_app()
+        self.request.connection.close()  # type: ignore[union-attr]
 
     # -- where and what -------------------------------------------------------------------------
 
@@ -414,8 +466,13 @@ class _Answer(httputil.HTTPMessageDelegate):
         handler.set_app_headers(headers)
 
     async def data_received(self, chunk: bytes) -> None:
-        self.handler.write(chunk)
-        await self.handler.flush()
+        handler = self.handler
+        handler.write(chunk)
+        try:
+            await asyncio.wait_for(handler.flush(), handler._client_timeout() or None)
+        except (TimeoutError, asyncio.TimeoutError):
+            handler.cut_off_client("took nothing of the answer")
+            raise StreamClosedError() from None
 
     def finish(self) -> None:
         pass

@@ -6,12 +6,14 @@ and websocket upgrades alike."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import textwrap
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -20,8 +22,9 @@ import websocket
 from server_harness import Server
 
 # Apps a notebook could start, on the sandbox's loopback: HTTP on 8000 (says what it was sent;
-# /stream sends three events a second apart; /cookie sets cookies), a websocket echo on 8001,
-# one that accepts and never answers on 8002, one that hangs up at once on 8003.
+# /stream sends three events a second apart; /cookie sets cookies; /big sends 64 MiB), a
+# websocket echo on 8001, one that accepts and never answers on 8002, one that hangs up at once
+# on 8003.
 APPS = textwrap.dedent(
     """
     import asyncio, json, socket, threading
@@ -49,6 +52,13 @@ APPS = textwrap.dedent(
             self.add_header("Set-Cookie", "app=1; Path=/; HttpOnly; Domain=example.org")
             self.finish("cookies")
 
+    class Big(tornado.web.RequestHandler):
+        async def get(self):
+            self.set_header("Content-Length", str(64 << 20))
+            for _ in range(64):
+                self.write(b"x" * (1 << 20))
+                await self.flush()
+
     class Echo(tornado.websocket.WebSocketHandler):
         def check_origin(self, origin):
             return True
@@ -58,7 +68,7 @@ APPS = textwrap.dedent(
 
     def serve():
         asyncio.set_event_loop(asyncio.new_event_loop())
-        tornado.web.Application([("/stream", Stream), ("/cookie", Cookies),
+        tornado.web.Application([("/stream", Stream), ("/cookie", Cookies), ("/big", Big),
                                  ("/(.*)", Seen)]).listen(8000, "127.0.0.1")
         tornado.web.Application([("/echo", Echo)]).listen(8001, "127.0.0.1")
         asyncio.get_event_loop().run_forever()
@@ -486,3 +496,38 @@ def test_an_idle_websocket_is_closed_after_proxy_idle_timeout(app: App) -> None:
     with pytest.raises((websocket.WebSocketConnectionClosedException, OSError)):
         talk_after_silence()
     talking.close()
+
+
+@pytest.mark.parametrize("server_args", [["--HopxExtension.proxy_client_timeout=2"]])
+def test_a_client_that_stalls_is_cut_off(app: App) -> None:
+    """Slow clients (slowloris) keep none of a sandbox's 64 connections: one that stops sending
+    its request's body, or stops taking an answer, is cut off after proxy_client_timeout."""
+    server = app.server
+    url = urlsplit(server.url)
+    assert url.hostname
+    assert url.port
+    head = f"Host: {url.netloc}\r\nAuthorization: token {server.token}\r\n"
+    proxy = f"{url.path}/hopx/proxy/{app.kernel_id}/8000"
+    with socket.create_connection((url.hostname, url.port), timeout=30) as uploader:
+        request = f"POST {proxy}/upload HTTP/1.1\r\n{head}Content-Length: 1000\r\n\r\n"
+        uploader.sendall(request.encode() + b"x" * 10)
+        with contextlib.suppress(ConnectionResetError):
+            assert uploader.recv(65536) == b""
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.settimeout(30)
+    with reader:
+        reader.connect((url.hostname, url.port))
+        reader.sendall(f"GET {proxy}/big HTTP/1.1\r\n{head}\r\n".encode())
+        time.sleep(6)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := reader.recv(1 << 20):
+                received += len(chunk)
+    assert received < 64 << 20
+    log = server.log()
+    assert "sent nothing of its request" in log, log[-3000:]
+    assert "took nothing of the answer" in log, log[-3000:]
+    # A client that keeps up gets the whole answer.
+    whole = requests.get(app.url(8000, "/big"), headers=authorized(server), timeout=60)
+    assert len(whole.content) == 64 << 20
