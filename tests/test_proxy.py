@@ -445,6 +445,21 @@ def test_paths_that_climb_or_hide_slashes_stay_inside_the_app(app: App) -> None:
         assert json.loads(body)["uri"] == tail
 
 
+def test_line_breaks_in_the_url_reach_the_app_as_data_not_headers(app: App) -> None:
+    """Header injection: CR LF in the path or the query (percent-encoded, the only way a client
+    can send them; the query is re-encoded when Jupyter's token is taken out of it) stay encoded
+    in the request line the app gets, and no header of the client's making appears."""
+    server = app.server
+    tail = "/x%0d%0aX-Injected:%20path"
+    query = f"?a=1%0d%0aX-Injected:%20query&token={server.token}"
+    response = requests.get(app.url(8000, tail + query), headers=authorized(server), timeout=30)
+    seen = response.json()
+    assert "x-injected" not in {name.lower() for name in seen["headers"]}
+    assert "\r" not in seen["uri"]
+    assert "\n" not in seen["uri"]
+    assert seen["uri"].lower() == "/x%0d%0ax-injected:%20path?a=1%0d%0ax-injected%3a+query"
+
+
 def test_oversized_headers_are_refused_before_the_app(app: App) -> None:
     """A 200 kB header: the server cuts the request off (a 4xx or a reset), and the next one
     works."""
