@@ -98,6 +98,9 @@ SANDBOX_POLICY: Final = (
 )
 
 
+HUNG_UP: Final = "The app in the sandbox ended the connection unanswered."
+
+
 class ProxyError(web.HTTPError):
     """The app could not be reached; the message says why, in words for the user."""
 
@@ -138,19 +141,29 @@ class _AppProxy(JupyterHandler):
         self._connection = HTTP1Connection(self._app, True, params)
         start = httputil.RequestStartLine(self.request.method or "GET", self._target(), "HTTP/1.1")
         headers = self._headers_for_app(port)
-        await self._connection.write_headers(start, headers)
+        try:
+            await self._connection.write_headers(start, headers)
+        except StreamClosedError:
+            raise ProxyError(502, HUNG_UP) from None
         if self._has_body():
             self._wait_for_body()
 
     async def data_received(self, chunk: bytes) -> None:
-        if self._connection is not None:
-            self._wait_for_body()
+        if self._connection is None:
+            return
+        self._wait_for_body()
+        try:
             await self._connection.write(chunk)
+        except StreamClosedError:
+            # The app has hung up: the rest of the body goes nowhere, and _answer says so.
+            self._connection = None
 
     async def _answer(self, **_: str) -> None:
         """Once the request's body has gone to the app: its answer, streamed to the client."""
-        assert self._connection is not None
         self._stop_waiting_for_body()
+        if self._connection is None:
+            self._close_app()
+            raise ProxyError(502, HUNG_UP)
         self._connection.finish()
         answer = _Answer(self)
         asked = time.monotonic()
@@ -163,7 +176,7 @@ class _AppProxy(JupyterHandler):
         if not answer.began:
             if time.monotonic() - asked >= self._answer_timeout():
                 raise ProxyError(504, "The app in the sandbox did not answer in time.")
-            raise ProxyError(502, "The app in the sandbox ended the connection unanswered.")
+            raise ProxyError(502, HUNG_UP)
         if not complete and not self._finished:
             # Cut short after its head went out: the client must not take it for whole.
             self.detach().close()

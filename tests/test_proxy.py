@@ -323,6 +323,11 @@ def test_a_hung_or_dead_app_gets_an_answer_from_the_proxy(app: App) -> None:
     assert hung.status_code == 504
     assert time.monotonic() - started < 20
     assert requests.get(app.url(8003, "/"), headers=headers, timeout=30).status_code == 502
+    # Hung up on while the request's head or body is still on its way: 502 all the same.
+    for _ in range(20):
+        assert requests.get(app.url(8003, "/"), headers=headers, timeout=30).status_code == 502
+    upload = requests.post(app.url(8003, "/"), data=b"x" * (3 << 20), headers=headers, timeout=30)
+    assert upload.status_code == 502
     assert requests.get(app.url(8000, "/"), headers=headers, timeout=30).status_code == 200
 
 
