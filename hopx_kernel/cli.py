@@ -1,4 +1,5 @@
-"""`jupyter hopx`: install the kernelspec, list running sandboxes, kill them, check the host."""
+"""`jupyter hopx`: install the kernelspec, list running sandboxes, kill them, check the host,
+manage the secret store."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from traitlets import TraitError
 
-from hopx_kernel import kernelspec, lockdown
+from hopx_kernel import kernelspec, lockdown, secrets_cli
 from hopx_kernel.host import state_root
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.registry import SandboxRecord, is_supervisor, live_sandboxes
@@ -136,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         "jupyter_server_config files in the Jupyter config path",
     )
 
+    secrets_cli.add_parser(commands)
+
     args = parser.parse_args(argv)
+    if args.command == "secrets":
+        return secrets_cli.main(args)
     if args.command == "doctor":
         from hopx_kernel import doctor  # noqa: PLC0415 - starts a kernel; only needed here
 
