@@ -43,6 +43,13 @@ c.HopxProvisioner.network_deny = []
 c.HopxProvisioner.connection_log = "/var/log/hopx/connections.jsonl"
 c.HopxProvisioner.connection_log_max_size = "64M"
 c.HopxProvisioner.connection_log_backups = 5
+# Named secrets for the kernel's environment, e.g. {"OPENAI_API_KEY": "store:openai",
+# "DB_PASSWORD": "file:/run/secrets/db"} (env:, file:, store:, exec:, aws:); none by default.
+c.HopxProvisioner.secrets = {}
+# The encrypted store store:NAME reads ("": hopx/secrets.json in Jupyter's data directory).
+c.HopxProvisioner.secret_store = ""
+# How long an exec: secret's command may take.
+c.HopxProvisioner.secret_command_timeout = "10s"  # noqa: S105 - a duration, not a password
 # Timeout policy (applied by the hopx_kernel server extension; max_lifetime also without a server).
 # Hard cap on a kernel's age from its first start, busy or not; "8h", "90m"; 0 disables it.
 c.HopxProvisioner.max_lifetime = "24h"

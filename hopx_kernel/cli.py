@@ -76,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         help="refuse this destination even where --allow allows it (repeat for more)",
     )
     install.add_argument(
+        "--secret",
+        action="append",
+        metavar="VAR=REF",
+        help="give the kernel a secret in its environment (repeat for more): "
+        "'OPENAI_API_KEY=store:openai', 'DB_PASSWORD=file:/run/secrets/db', "
+        "'TOKEN=env:NAME', 'TOKEN=exec:vault kv get -field=token secret/app', 'KEY=aws:prod/app'",
+    )
+    install.add_argument(
         "--cull-busy",
         action="store_true",
         default=None,
@@ -160,6 +168,15 @@ def _install(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None
     }
     prefix = sys.prefix if args.sys_prefix else args.prefix
+    if args.secret:
+        pairs = [item.partition("=") for item in args.secret]
+        if any(not sep for _, sep, _ in pairs):
+            print(
+                "jupyter hopx install: --secret takes VAR=REF, e.g. OPENAI_API_KEY=store:openai",
+                file=sys.stderr,
+            )
+            return 2
+        settings["secrets"] = {name: reference for name, _, reference in pairs}
     try:
         path = kernelspec.install(
             settings,

@@ -26,13 +26,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.paths import jupyter_runtime_dir
-from traitlets import Bool, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, List, TraitError, Unicode, default, validate
 
 from hopx_kernel import events, network_events
 from hopx_kernel.environment import (
@@ -51,6 +52,14 @@ from hopx_kernel.hidden import (
 from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
 from hopx_kernel.policy import POLICY_STOP_REASONS, CullPolicy
 from hopx_kernel.restarter import PolicyAwareRestarter
+from hopx_kernel.secret_refs import (
+    SecretError,
+    Sources,
+    aws_secrets_manager,
+    parse_secrets,
+    resolve,
+)
+from hopx_kernel.secret_store import SecretStore
 from hopx_kernel.traits import ByteSize, Count, Cpus, Duration, SandboxNetwork, UidRangeText
 from runtime.bwrap import is_within
 from runtime.cgroups import SandboxCgroup, read_cpu_seconds, read_memory_usage
@@ -195,6 +204,27 @@ class HopxProvisioner(KernelProvisionerBase):
         help="""Destinations refused even when network_allow allows them, written the same
         way, e.g. ['*.example.org', '10.0.0.0/8'].""",
     )
+    secrets = Dict(
+        value_trait=Unicode(),
+        config=True,
+        help="""Named secrets for the kernel's environment: each variable and where its value
+        comes from, e.g. {"OPENAI_API_KEY": "store:openai", "DB_PASSWORD":
+        "file:/run/secrets/db"}. Providers: env:NAME (the server's environment), file:/path,
+        store:NAME (the encrypted store, `jupyter hopx secrets`), exec:COMMAND (what it prints;
+        no shell), aws:SECRET_ID[#KEY] (AWS Secrets Manager, the `aws` extra). Values are
+        fetched at each start and given to the kernel's environment only.""",
+    )
+    secret_store = Unicode(
+        config=True,
+        help="""The encrypted store store:NAME secrets come from; by default hopx/secrets.json in
+        Jupyter's data directory. Its key is secrets.key beside it, or base64 in the server's
+        HOPX_SECRETS_KEY.""",
+    )
+    secret_command_timeout = Duration(
+        10.0,
+        config=True,
+        help="""How long an exec: secret's command may take (seconds, or e.g. '30s').""",
+    )
     connection_log = Unicode(
         config=True,
         help="""The JSON-lines file every outbound attempt of every sandbox is logged to,
@@ -299,6 +329,14 @@ class HopxProvisioner(KernelProvisionerBase):
         except LimitError as e:
             raise TraitError(str(e)) from e
         return [str(rule).strip() for rule in proposal["value"]]
+
+    @validate("secrets")
+    def _validate_secrets(self, proposal: dict[str, Any]) -> dict[str, str]:
+        try:
+            parse_secrets(proposal["value"], f"{type(self).__name__}.secrets")
+        except SecretError as e:
+            raise TraitError(str(e)) from e
+        return dict(proposal["value"])
 
     @validate("cull_interval")
     def _validate_cull_interval(self, proposal: dict[str, Any]) -> float:
@@ -482,13 +520,17 @@ class HopxProvisioner(KernelProvisionerBase):
         """Called by KernelManager after pre_launch: start the sandbox, return connection info."""
         try:
             spec = self._sandbox_spec(cmd, kwargs)
+            # Fetched at each start and restart; held only until the supervisor has them.
+            values = await asyncio.to_thread(self._secret_values)
             self.supervisor = await asyncio.to_thread(
                 SupervisorHandle.start,
                 spec,
                 timeout=self.start_timeout,
                 launcher=scope_launcher(spec.sandbox_id) if self.systemd_scope else (),
+                secrets=values,
             )
-        except (SandboxStartError, RuntimeError, OSError) as e:
+            del values
+        except (SandboxStartError, RuntimeError, OSError, SecretError) as e:
             # jupyter_client does not clean up after a failed launch: leave nothing behind.
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self._km.cleanup_connection_file()
@@ -621,6 +663,20 @@ class HopxProvisioner(KernelProvisionerBase):
             address_claims_dir=ADDRESS_CLAIMS_DIR if root else f"{state_root()}-addresses",
             bwrap=shutil.which(self.bwrap_path) or self.bwrap_path,
         )
+
+    def _secret_values(self) -> dict[str, str]:
+        refs = parse_secrets(self.secrets, f"{type(self).__name__}.secrets")
+        if not refs:
+            return {}
+        store = SecretStore(Path(self.secret_store) if self.secret_store else None)
+        uses_aws = any(ref.provider == "aws" for ref in refs)
+        sources = Sources(
+            environ=os.environ,
+            store=store,
+            exec_timeout=self.secret_command_timeout,
+            aws=aws_secrets_manager() if uses_aws else None,
+        )
+        return resolve(refs, sources)
 
     def _stop_notices(self, cmd: list[str]) -> dict[str, str]:
         """What a running cell says when the sandbox is stopped under it (IPython kernels only:

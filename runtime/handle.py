@@ -14,9 +14,10 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
+from runtime import kernel_secrets
 from runtime.cgroups import SandboxCgroup
 from runtime.forkserver import ForkedProcess, fork_supervisor
 from runtime.network_activity import NetworkActivity
@@ -57,8 +58,10 @@ class SupervisorHandle:
         timeout: float = 30.0,
         python: str = sys.executable,
         launcher: Sequence[str] = (),
+        secrets: Mapping[str, str] | None = None,
     ) -> SupervisorHandle:
         """Start a supervisor for `spec` and wait until the sandbox runs or has failed to start.
+        `secrets` go to the kernel's environment only (see `runtime.kernel_secrets`).
 
         The supervisor is forked from this process's fork server (`runtime.forkserver`) for
         `python`. A `launcher` starts it as a new process instead: a command line that execs the
@@ -83,6 +86,7 @@ class SupervisorHandle:
         assert process.stdin is not None
         try:
             process.stdin.write(spec.to_json().encode() + b"\n")
+            process.stdin.write(kernel_secrets.encode_line(secrets or {}))
             process.stdin.flush()
         except OSError:
             pass  # the supervisor died at once; its exit is reported below

@@ -2,7 +2,8 @@
 
 The provisioner starts one supervisor per kernel start and talks to it over pipes:
 
-- stdin carries the `SandboxSpec` (one JSON line), then commands (JSON lines): ``signal``,
+- stdin carries the `SandboxSpec` (one JSON line), the kernel's secrets (one JSON line, see
+  `runtime.kernel_secrets`), then commands (JSON lines): ``signal``,
   ``notice``, ``terminate``, ``kill``. It is also the lifeline: end-of-file means the owner
   (Jupyter server, papermill) is gone, and the sandbox goes with it, cleanup included.
 - stdout carries events (JSON lines): ``started``, ``failed``, ``exited``.
@@ -35,10 +36,10 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
-from runtime import inbound, libc, own_size, quotas
+from runtime import inbound, kernel_secrets, libc, own_size, quotas
 from runtime.bwrap import SCRATCH_DIRS, HostLayout, SandboxFds, bwrap_argv, is_within
 from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup, parents_within_own_cgroup
 from runtime.claims import Claim
@@ -93,9 +94,13 @@ def emit(event: str, **fields: Any) -> None:
 
 
 class Supervisor:
-    def __init__(self, spec: SandboxSpec, owner_pid: int) -> None:
+    def __init__(
+        self, spec: SandboxSpec, owner_pid: int, secrets: dict[str, str] | None = None
+    ) -> None:
         self.spec = spec
         self.owner_pid = owner_pid
+        # Given to the kernel's environment at its start, then forgotten.
+        self._secrets = dict(secrets or {})
         self.cgroup = SandboxCgroup(cgroup_name(spec.sandbox_id, os.getpid()))
         self.alive = threading.Event()
         self.relay = Relay(
@@ -212,6 +217,10 @@ class Supervisor:
         file_fds = {dest: _data_fd(data) for dest, data in files.items()}
         connection_fd = _data_fd(spec.connection_json.encode())
         seccomp_fd = _data_fd(build_filter())
+        secrets_fd = kernel_secrets.secrets_pipe(self._secrets) if self._secrets else None
+        self._secrets = {}
+        if secrets_fd is not None:
+            spec = replace(spec, argv=kernel_secrets.launcher_argv(spec.argv, secrets_fd))
         info_r, info_w = os.pipe()
         err_r, err_w = os.pipe()
         # A larger pipe lets a flood of output be counted and dropped in fewer, larger reads.
@@ -237,6 +246,8 @@ class Supervisor:
             cgroups=own_size.cgroup_binds(self.cgroup.by_controller),
         )
         inherited = [seccomp_fd, info_w, connection_fd, *file_fds.values()]
+        if secrets_fd is not None:
+            inherited.append(secrets_fd)
         # The forwarder thread starts only after fork: preexec_fn and threads do not mix.
         forwarder = threading.Thread(target=self._forward_stderr, args=(err_r,), daemon=True)
         failure: Exception | None = None
@@ -767,7 +778,16 @@ def main(owner_pid: int | None = None) -> int:
     except (ValueError, TypeError) as e:
         emit("failed", error=f"bad sandbox spec: {e}")
         return 2
-    supervisor = Supervisor(spec, owner_pid or os.getppid())
+    try:
+        secrets = kernel_secrets.parse_line(
+            sys.stdin.buffer.readline(kernel_secrets.MAX_LINE_BYTES + 1)
+        )
+        kernel_secrets.check(spec.argv, secrets)
+    except kernel_secrets.SecretsError as e:
+        emit("failed", error=str(e))
+        return 2
+    supervisor = Supervisor(spec, owner_pid or os.getppid(), secrets)
+    del secrets
     signal.signal(signal.SIGTERM, supervisor.on_sigterm)
     try:
         supervisor.start()

@@ -103,6 +103,24 @@ def test_install_refuses_a_bad_rule_naming_the_setting_and_an_example(tmp_path: 
     assert not (tmp_path / "share").exists()
 
 
+def test_install_with_secrets_writes_references_never_values(tmp_path: Path) -> None:
+    args = ["--secret", "OPENAI_API_KEY=store:openai", "--secret", "DB=file:/run/secrets/db"]
+    result = hopx("install", "--prefix", str(tmp_path), *args)
+    assert result.returncode == 0, result.stderr
+    spec = json.loads((tmp_path / "share/jupyter/kernels/hopx-python/kernel.json").read_text())
+    assert spec["metadata"]["kernel_provisioner"]["config"] == {
+        "secrets": {"OPENAI_API_KEY": "store:openai", "DB": "file:/run/secrets/db"}
+    }
+    for bad, says in (
+        ("OPENAI_API_KEY", "--secret takes VAR=REF, e.g. OPENAI_API_KEY=store:openai"),
+        ("KEY=vault:x", "HopxProvisioner.secrets: KEY must name a provider"),
+    ):
+        refused = hopx("install", "--prefix", str(tmp_path / "bad"), "--secret", bad)
+        assert refused.returncode == 2
+        assert says in refused.stderr, refused.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 LOCKDOWN_CONFIG = {"ServerApp": {"jpserver_extensions": {"hopx_kernel.lockdown": True}}}
 
 
