@@ -521,7 +521,7 @@ class HopxProvisioner(KernelProvisionerBase):
         try:
             spec = self._sandbox_spec(cmd, kwargs)
             # Fetched at each start and restart; held only until the supervisor has them.
-            values = await asyncio.to_thread(self._secret_values)
+            values = await asyncio.to_thread(self._secret_values) if self.secrets else {}
             self.supervisor = await asyncio.to_thread(
                 SupervisorHandle.start,
                 spec,
@@ -666,8 +666,6 @@ class HopxProvisioner(KernelProvisionerBase):
 
     def _secret_values(self) -> dict[str, str]:
         refs = parse_secrets(self.secrets, f"{type(self).__name__}.secrets")
-        if not refs:
-            return {}
         store = SecretStore(Path(self.secret_store) if self.secret_store else None)
         uses_aws = any(ref.provider == "aws" for ref in refs)
         sources = Sources(
