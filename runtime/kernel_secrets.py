@@ -20,6 +20,8 @@ from typing import Final
 # Bounds on what one start may carry.
 MAX_SECRETS: Final = 64
 MAX_TOTAL_BYTES: Final = 1 << 20
+# execve takes no environment string over 128 KiB (MAX_ARG_STRLEN): one value stays well below.
+MAX_VALUE_BYTES: Final = 64 * 1024
 # The secrets line: the values JSON-escaped, at most six bytes for each of theirs.
 MAX_LINE_BYTES: Final = 6 * MAX_TOTAL_BYTES + 4096
 
@@ -64,6 +66,9 @@ def check(kernel_argv: Sequence[str], secrets: Mapping[str, str]) -> None:
     launcher_argv(kernel_argv, 0)
     if len(secrets) > MAX_SECRETS:
         msg = f"at most {MAX_SECRETS} secrets per kernel"
+        raise SecretsError(msg)
+    if any(len(value.encode()) > MAX_VALUE_BYTES for value in secrets.values()):
+        msg = f"a secret's value is at most {MAX_VALUE_BYTES >> 10} KiB"
         raise SecretsError(msg)
     if sum(len(f"{k}{v}".encode()) + 2 for k, v in secrets.items()) > MAX_TOTAL_BYTES:
         msg = f"a kernel's secrets total at most {MAX_TOTAL_BYTES >> 20} MiB"
