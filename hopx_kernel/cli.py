@@ -219,6 +219,8 @@ def _list(args: argparse.Namespace) -> int:
                 else None,
                 "limits": data.get("limits", {}),
                 "memory_bytes": record.memory_usage(),
+                # The variables of the kernel's secrets, never their values.
+                "secrets": data.get("secrets", []),
                 # Outbound totals (allowed, denied, bytes each way); None without a policy.
                 "network": data.get("network"),
             }

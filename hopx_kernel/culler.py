@@ -233,6 +233,8 @@ class Culler:
         return {
             "kernel_id": kernel_id,
             "address": supervisor.started.get("address") if supervisor else None,
+            # Names only: never a value.
+            "secrets": list(getattr(provisioner, "secret_names", [])),
             "policy": {"allow": provisioner.network_allow, "deny": provisioner.network_deny},
             "totals": activity.totals() if activity else None,
             "recent": activity.recent() if activity else [],
@@ -278,6 +280,8 @@ class Culler:
             "sandbox_id": supervisor.spec.sandbox_id if supervisor else None,
             # The sandbox's own IPv4 address, from sandbox_network.
             "address": supervisor.started.get("address") if supervisor else None,
+            # Names only: never a value.
+            "secrets": list(getattr(provisioner, "secret_names", [])),
             "state": getattr(km, "execution_state", None),
             "started": isoformat(activity.started),
             "last_activity": isoformat(activity.last_activity),

@@ -50,6 +50,7 @@ from hopx_kernel.hidden import (
     jupyter_directories,
 )
 from hopx_kernel.host import check_host, state_root, sweep_stale_sandboxes
+from hopx_kernel.log_redaction import LOG_REDACTION
 from hopx_kernel.policy import POLICY_STOP_REASONS, CullPolicy
 from hopx_kernel.restarter import PolicyAwareRestarter
 from hopx_kernel.secret_refs import (
@@ -58,6 +59,7 @@ from hopx_kernel.secret_refs import (
     aws_secrets_manager,
     parse_secrets,
     resolve,
+    too_short_to_mask,
 )
 from hopx_kernel.secret_store import SecretStore
 from hopx_kernel.traits import ByteSize, Count, Cpus, Duration, SandboxNetwork, UidRangeText
@@ -67,6 +69,7 @@ from runtime.connection_log import DEFAULT_MAX_BYTES
 from runtime.handle import SandboxStartError, SupervisorHandle
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.host_uids import accounts_in_range, parse_uid_range
+from runtime.kernel_launcher import MIN_MASKED_LENGTH
 from runtime.listening_ports import listening_ports
 from runtime.network_policy import parse_rules
 from runtime.registry import is_supervisor
@@ -413,6 +416,8 @@ class HopxProvisioner(KernelProvisionerBase):
         # A sandbox that has ended but whose "stopped" event is still to be emitted (by cleanup,
         # which knows whether a restart follows).
         self._unannounced: SupervisorHandle | None = None
+        # The variables of the secrets the kernel got at its last start (never their values).
+        self.secret_names: list[str] = []
 
     # -- provisioner contract -------------------------------------------------------------------
 
@@ -522,6 +527,7 @@ class HopxProvisioner(KernelProvisionerBase):
             spec = self._sandbox_spec(cmd, kwargs)
             # Fetched at each start and restart; held only until the supervisor has them.
             values = await asyncio.to_thread(self._secret_values) if self.secrets else {}
+            self._received_secrets(values)
             self.supervisor = await asyncio.to_thread(
                 SupervisorHandle.start,
                 spec,
@@ -531,6 +537,7 @@ class HopxProvisioner(KernelProvisionerBase):
             )
             del values
         except (SandboxStartError, RuntimeError, OSError, SecretError) as e:
+            LOG_REDACTION.remove(self.kernel_id)
             # jupyter_client does not clean up after a failed launch: leave nothing behind.
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self._km.cleanup_connection_file()
@@ -664,6 +671,23 @@ class HopxProvisioner(KernelProvisionerBase):
             bwrap=shutil.which(self.bwrap_path) or self.bwrap_path,
         )
 
+    def _received_secrets(self, values: dict[str, str]) -> None:
+        """Note which secrets the kernel gets (names only), warn of values too short to be
+        masked, and keep them out of this process's log."""
+        self.secret_names = sorted(values)
+        if not values:
+            LOG_REDACTION.remove(self.kernel_id)
+            return
+        LOG_REDACTION.add(self.kernel_id, values)
+        if short := too_short_to_mask(values):
+            self.log.warning(
+                "Hopx kernel %s: the secrets %s are shorter than %d characters: the kernel has "
+                "them, but they are not masked in its output or the log",
+                self.kernel_id,
+                ", ".join(short),
+                MIN_MASKED_LENGTH,
+            )
+
     def _secret_values(self) -> dict[str, str]:
         refs = parse_secrets(self.secrets, f"{type(self).__name__}.secrets")
         store = SecretStore(Path(self.secret_store) if self.secret_store else None)
@@ -780,6 +804,7 @@ class HopxProvisioner(KernelProvisionerBase):
             self._emit_stopped(self._unannounced)
             self._unannounced = None
         if not restart:
+            LOG_REDACTION.remove(self.kernel_id)
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
     # -- timeout policy -------------------------------------------------------------------------

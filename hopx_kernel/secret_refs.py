@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Final
 
 from hopx_kernel.secret_store import SecretStore, SecretStoreError
+from runtime.kernel_launcher import MIN_MASKED_LENGTH
 
 PROVIDERS: Final = ("env", "file", "store", "exec", "aws")
 EXAMPLE: Final = '{"OPENAI_API_KEY": "store:openai"}'
@@ -37,9 +38,6 @@ VARIABLE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 RESERVED: Final = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "PWD"})
 EXEC_TIMEOUT: Final = 10.0
 MAX_VALUE_BYTES: Final = 64 * 1024
-# Shorter values are given to the kernel but not masked in its output: masking them would
-# rewrite ordinary text.
-MIN_MASKED_LENGTH: Final = 8
 
 
 class SecretError(ValueError):
@@ -122,6 +120,12 @@ def resolve(refs: list[SecretRef], sources: Sources) -> dict[str, str]:
             raise SecretError(msg)
         values[ref.variable] = value
     return values
+
+
+def too_short_to_mask(values: Mapping[str, str]) -> list[str]:
+    """The variables whose values the kernel's output cannot be masked for (see
+    runtime.kernel_launcher)."""
+    return sorted(name for name, value in values.items() if len(value) < MIN_MASKED_LENGTH)
 
 
 def _fetch(ref: SecretRef, sources: Sources) -> str:

@@ -5,13 +5,16 @@ the owner's disk or journal, write lines that look like the server's own, or dri
 of whoever reads it (escape sequences can retitle a window, set the clipboard through OSC 52,
 or clear the screen). So each line is marked as this sandbox's, its control characters are
 shown as escapes, over-long lines are cut, and the rate is capped with a token bucket; what is
-dropped is counted and said once when output is written again, or at the end.
+dropped is counted and said once when output is written again, or at the end. The values of the
+kernel's secrets are masked, as in its messages (runtime.kernel_launcher).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
+from runtime.kernel_launcher import Masker
 
 # A kernel's output may reach the log at this rate on average ...
 RATE_BYTES_PER_SECOND = 64 * 1024
@@ -54,6 +57,7 @@ class KernelLog:
         rate: float = RATE_BYTES_PER_SECOND,
         burst: float = BURST_BYTES,
         max_line: int = MAX_LINE_BYTES,
+        masker: Masker | None = None,
     ) -> None:
         self._prefix = f"[hopx-kernel {name}] "
         self._write = write
@@ -61,6 +65,7 @@ class KernelLog:
         self._rate = rate
         self._burst = burst
         self._max_line = max_line
+        self._masker = masker
         self._tokens = burst
         self._last = clock()
         self._pending = bytearray()
@@ -103,8 +108,12 @@ class KernelLog:
             self._note_dropped()
 
     def _line(self, raw: bytes, *, cut: bool = False) -> None:
-        text = neutralise(raw.decode("utf-8", errors="backslashreplace"))
-        self._emit(text + (" [line cut]" if cut else ""), size=len(raw))
+        text = raw.decode("utf-8", errors="backslashreplace")
+        if self._masker:
+            text = self._masker.text(text)
+            if cut:  # what the cut left of a secret
+                text = text[: len(text) - self._masker.unfinished_end(text)]
+        self._emit(neutralise(text) + (" [line cut]" if cut else ""), size=len(raw))
 
     def _refill(self) -> float:
         """The bytes that may be written now."""

@@ -46,6 +46,7 @@ from runtime.claims import Claim
 from runtime.connection_log import ConnectionLog
 from runtime.host_uids import UidsExhausted, claim_uid, parse_uid_range
 from runtime.inbound import InboundRelay
+from runtime.kernel_launcher import Masker
 from runtime.kernel_log import KernelLog, neutralise
 from runtime.network_activity import NetworkActivity
 from runtime.relay import Relay
@@ -99,8 +100,11 @@ class Supervisor:
     ) -> None:
         self.spec = spec
         self.owner_pid = owner_pid
-        # Given to the kernel's environment at its start, then forgotten.
+        # Given to the kernel's environment at its start, then forgotten; their values are
+        # masked in what the kernel writes to the log.
         self._secrets = dict(secrets or {})
+        self._masker = Masker(self._secrets, by_line=True)
+        self._secret_names = sorted(self._secrets)
         self.cgroup = SandboxCgroup(cgroup_name(spec.sandbox_id, os.getpid()))
         self.alive = threading.Event()
         self.relay = Relay(
@@ -435,12 +439,17 @@ class Supervisor:
             raise StartError(msg) from None
 
     def _stderr_tail_text(self) -> str:
-        return neutralise(self._stderr_tail.decode(errors="replace").strip())
+        tail = self._stderr_tail.decode(errors="replace")
+        if len(self._stderr_tail) >= STDERR_TAIL_BYTES:  # its first line is the end of one
+            tail = tail.partition("\n")[2]
+        return neutralise(self._masker.text(tail).strip())
 
     def _forward_stderr(self, fd: int) -> None:
         """Pass the kernel's and bubblewrap's output on to the server log, marked, neutralised
         and rate-capped (runtime.kernel_log), keeping a short tail for start errors."""
-        log = KernelLog(f"{self.spec.sandbox_id} {self.address}", _write_to_log)
+        log = KernelLog(
+            f"{self.spec.sandbox_id} {self.address}", _write_to_log, masker=self._masker
+        )
         while chunk := os.read(fd, OUTPUT_PIPE_BYTES):
             log.feed(chunk)
             self._stderr_tail += chunk
@@ -465,6 +474,7 @@ class Supervisor:
             "workspace_mode": spec.workspace_mode,
             "host_uid": self.host_uid,
             "address": self.address,
+            "secrets": self._secret_names,  # names only
             "network": self.network_activity.totals() if self.network.outbound else None,
         }
         path = os.path.join(spec.state_dir, STATE_RECORD)

@@ -12,6 +12,7 @@ import pytest
 
 from runtime.kernel_secrets import SecretsError, check, launcher_argv, parse_line, secrets_pipe
 
+IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 ODD_VALUE = "s3cr3t.*+?^$[](){}|\\ ünïcødé ✓\nsecond line = with equals"
 
 
@@ -44,11 +45,12 @@ def test_the_launcher_gives_the_values_to_the_command_it_execs() -> None:
     ("argv", "secrets", "says"),
     [
         (["/usr/bin/node", "kernel.js"], {"KEY": "hunter2-xyz"}, "Python kernels only"),
-        ([sys.executable], {f"K{n}": "v" for n in range(65)}, "at most 64 secrets"),
-        ([sys.executable], {"KEY": "x" * (65 << 10)}, "value is at most 64 KiB"),
-        ([sys.executable], {f"K{n}": "x" * (60 << 10) for n in range(20)}, "total at most 1 MiB"),
-        ([sys.executable], {"KEY": "hunter2\0xyz"}, "holds a NUL byte"),
-        ([sys.executable], {"A=B": "hunter2-xyz"}, "its name is empty or has an '='"),
+        ([sys.executable, "-u"], {"KEY": "hunter2-xyz"}, "must run a module"),
+        (IPYKERNEL, {f"K{n}": "v" for n in range(65)}, "at most 64 secrets"),
+        (IPYKERNEL, {"KEY": "x" * (65 << 10)}, "value is at most 64 KiB"),
+        (IPYKERNEL, {f"K{n}": "x" * (60 << 10) for n in range(10)}, "total at most 512 KiB"),
+        (IPYKERNEL, {"KEY": "hunter2\0xyz"}, "holds a NUL byte"),
+        (IPYKERNEL, {"A=B": "hunter2-xyz"}, "its name is empty or has an '='"),
     ],
 )
 def test_secrets_a_kernel_cannot_carry_are_refused(
