@@ -91,6 +91,11 @@ export interface ISandbox {
   network?: INetwork | null;
   /** Ports the notebook's servers listen on, reachable through /hopx/proxy. */
   ports?: number[];
+  /**
+   * Names of the secrets in the kernel's environment, never their values: the environment
+   * variables it was given at its last start, sorted. Absent from older servers.
+   */
+  secrets?: string[];
 }
 
 /** A share link to one port of a sandbox; `url` (with its token) only when just made. */

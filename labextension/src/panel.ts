@@ -1,7 +1,8 @@
 /**
  * The "Sandboxes" sidebar panel: every Hopx sandbox of this server with its notebook, address,
- * age, limits, usage bars, outbound connections, the ports its web apps listen on (to open or
- * share), idle time and next cull, and buttons to kill it or keep it alive.
+ * the names of its secrets, age, limits, usage bars, outbound connections, the ports its web
+ * apps listen on (to open or share), idle time and next cull, and buttons to kill it or keep it
+ * alive.
  */
 import {
   Dialog,
@@ -24,6 +25,7 @@ import {
   secondsUntil
 } from './format';
 import { ISandboxView, SandboxModel } from './model';
+import { secretsLine } from './secretsLine';
 
 export class SandboxPanel extends Widget {
   constructor(
@@ -93,6 +95,10 @@ export class SandboxPanel extends Widget {
       const address = text('div', 'hopx-SandboxCard-address', `address ${sandbox.address}`);
       address.title = "The sandbox's own IPv4 address";
       card.append(address);
+    }
+    const secrets = secretsLine(sandbox.secrets);
+    if (secrets) {
+      card.append(secrets);
     }
 
     const { usage, limits } = sandbox;
