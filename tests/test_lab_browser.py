@@ -8,7 +8,9 @@ Screenshots of every step go to artifacts/browser/ (kept by CI).
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -347,4 +349,47 @@ def test_a_bokeh_app_opens_through_a_link_made_in_the_sandboxes_panel(
     expect(app_page.get_by_text("answered in the sandbox")).to_be_visible(timeout=UI_TIMEOUT)
     shoot(app_page, "10-bokeh-app")
     app_page.close()
+    page.close()
+
+
+def test_a_secret_printed_in_lab_is_masked_in_the_page_and_the_saved_notebook(
+    lab: Server,
+    browser: Browser,
+    make_kernelspec: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """A cell prints a secret, and shows it as a result: the page shows `[secret API_KEY]`, the
+    notebook saved by Lab holds no value, and the Sandboxes panel names the secret."""
+    value = f"sk-{secrets.token_hex(12)}"
+    (tmp_path / "api_key").write_text(value)
+    make_kernelspec("hopx-secret", secrets={"API_KEY": f"file:{tmp_path / 'api_key'}"})
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "hopx-secret", "display_name": "S", "language": "python"}
+    nb.cells.append(
+        nbformat.v4.new_code_cell("import os\nprint(os.environ['API_KEY'])\nos.environ['API_KEY']")
+    )
+    nbformat.write(nb, lab.root / "notebooks" / "secret.ipynb")
+    page = open_notebook(browser, lab, "notebooks/secret.ipynb", "secret")
+    run_first_cell(page)
+    outputs = page.locator(".jp-OutputArea-output")
+    expect(outputs).to_have_count(2, timeout=UI_TIMEOUT)
+    expect(outputs.nth(0)).to_have_text("[secret API_KEY]")
+    expect(outputs.nth(1)).to_have_text("'[secret API_KEY]'")
+
+    open_sandboxes_panel(page)
+    card = page.locator(f'.hopx-SandboxCard[data-kernel-id="{only_kernel(lab)}"]')
+    expect(card.locator(".hopx-SandboxCard-secrets")).to_have_text(
+        "secrets API_KEY", timeout=UI_TIMEOUT
+    )
+    shoot(page, "30-secret-masked")
+    assert value not in page.content()
+
+    saved_before = (lab.root / "notebooks" / "secret.ipynb").stat().st_mtime_ns
+    page.locator(".jp-NotebookPanel").first.click()
+    page.keyboard.press("Control+s")
+    path = lab.root / "notebooks" / "secret.ipynb"
+    assert wait_until(lambda: path.stat().st_mtime_ns != saved_before, 30)
+    saved = path.read_text()
+    assert saved.count("[secret API_KEY]") == 2, saved
+    assert value not in saved
     page.close()
