@@ -281,8 +281,13 @@ class SandboxCgroup:
                 # Without swap accounting the limit could be dodged by swapping out.
                 if os.path.exists(os.path.join(directory, "memory.memsw.limit_in_bytes")):
                     writes.append(("memory.memsw.limit_in_bytes", str(limits.memory)))
+                # And nothing the sandbox holds (its RAM-only scratch, its secrets) is written
+                # to swap: at 0, reclaim at the cgroup's limit swaps nothing out.
+                if os.path.exists(os.path.join(directory, "memory.swappiness")):
+                    writes.append(("memory.swappiness", "0"))
             else:
                 writes = [("memory.max", str(limits.memory))]
+                # Nothing the sandbox holds (its RAM-only scratch, its secrets) goes to swap.
                 if os.path.exists(os.path.join(directory, "memory.swap.max")):
                     writes.append(("memory.swap.max", "0"))
         elif controller == "cpu":
@@ -300,6 +305,8 @@ class SandboxCgroup:
             try:
                 _write(os.path.join(directory, filename), value)
             except OSError as e:
+                if filename == "memory.swappiness":
+                    continue  # some v1 kernels refuse it below a hierarchy: swap stays possible
                 msg = f"cannot set {filename} = {value} in {directory}: {e.strerror}"
                 raise CgroupError(msg) from e
 

@@ -78,6 +78,11 @@ def test_v1_real_cgroup_limits_join_and_remove() -> None:
     try:
         by = {Path(d).parent.name: Path(d) for d in cgroup.directories}
         assert (by["memory"] / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
+        # Nothing of the sandbox's memory (its RAM-only scratch, its secrets) goes to swap.
+        if (by["memory"] / "memory.memsw.limit_in_bytes").exists():
+            memsw = (by["memory"] / "memory.memsw.limit_in_bytes").read_text().strip()
+            assert memsw == str(256 << 20)
+        assert (by["memory"] / "memory.swappiness").read_text().strip() == "0"
         assert (by["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
         assert (by["pids"] / "pids.max").read_text().strip() == "64"
     except BaseException:
