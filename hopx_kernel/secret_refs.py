@@ -17,6 +17,7 @@ holds a value: a failure names the variable and the provider, and what to do.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from hopx_kernel.secret_store import SecretStore, SecretStoreError
 from runtime.kernel_launcher import MIN_MASKED_LENGTH
@@ -206,21 +207,40 @@ def _run(command: str, sources: Sources) -> str:
 
 
 def aws_secrets_manager() -> Callable[[str], str] | None:
-    """A fetcher from AWS Secrets Manager, configured as boto3 is (AWS_REGION,
-    AWS_ENDPOINT_URL, credentials, from the server's environment); None without boto3."""
+    """A fetcher from AWS Secrets Manager, configured as boto3 is (AWS_REGION, AWS_ENDPOINT_URL,
+    credentials, from the server's environment); None without boto3. It makes one client, at its
+    first fetch."""
     try:
         import boto3  # noqa: PLC0415
-        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError, NoRegionError  # noqa: PLC0415
     except ImportError:
         return None
+
+    @functools.cache
+    def client() -> Any:
+        # botocore reads AWS_DEFAULT_REGION only; AWS_REGION, which the other AWS SDKs and the
+        # AWS CLI v2 read, comes before it, as it does there.
+        region = os.environ.get("AWS_REGION") or None
+        return boto3.session.Session(region_name=region).client("secretsmanager")
 
     def fetch(target: str) -> str:
         secret_id, _, key = target.partition("#")
         try:
-            client = boto3.session.Session().client("secretsmanager")
-            answer = client.get_secret_value(SecretId=secret_id)
-        except (BotoCoreError, ClientError) as e:
-            raise SecretError(str(e)) from None
+            answer = client().get_secret_value(SecretId=secret_id)
+        except NoRegionError:
+            msg = "no AWS region is set: set AWS_REGION in the server's environment"
+            raise SecretError(msg) from None
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                region = client().meta.region_name
+                msg = f"{secret_id} was not found in AWS Secrets Manager (region {region})"
+            else:
+                msg = f"{secret_id}: {e}"
+            raise SecretError(msg) from None
+        except (BotoCoreError, ValueError) as e:
+            # ValueError: a malformed setting, such as AWS_ENDPOINT_URL or AWS_MAX_ATTEMPTS.
+            msg = f"{secret_id}: {e}"
+            raise SecretError(msg) from None
         value = answer.get("SecretString")
         if not isinstance(value, str):
             msg = f"{secret_id} holds no text (SecretString)"
@@ -232,6 +252,7 @@ def aws_secrets_manager() -> Callable[[str], str] | None:
         except (ValueError, KeyError, TypeError):
             msg = f"{secret_id} is not a JSON object with a field {key!r}"
             raise SecretError(msg) from None
-        return str(field)
+        # A number or true is given as JSON writes it, not as Python does (True).
+        return field if isinstance(field, str) else json.dumps(field)
 
     return fetch

@@ -276,20 +276,7 @@ class SandboxCgroup:
     def _limit(self, controller: str, directory: str, version: int, limits: Limits) -> None:
         writes: list[tuple[str, str]] = []
         if controller == "memory":
-            if version == 1:
-                writes = [("memory.limit_in_bytes", str(limits.memory))]
-                # Without swap accounting the limit could be dodged by swapping out.
-                if os.path.exists(os.path.join(directory, "memory.memsw.limit_in_bytes")):
-                    writes.append(("memory.memsw.limit_in_bytes", str(limits.memory)))
-                # And nothing the sandbox holds (its RAM-only scratch, its secrets) is written
-                # to swap: at 0, reclaim at the cgroup's limit swaps nothing out.
-                if os.path.exists(os.path.join(directory, "memory.swappiness")):
-                    writes.append(("memory.swappiness", "0"))
-            else:
-                writes = [("memory.max", str(limits.memory))]
-                # Nothing the sandbox holds (its RAM-only scratch, its secrets) goes to swap.
-                if os.path.exists(os.path.join(directory, "memory.swap.max")):
-                    writes.append(("memory.swap.max", "0"))
+            writes = _memory_writes(directory, version, limits.memory)
         elif controller == "cpu":
             quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
             if version == 1:
@@ -460,3 +447,22 @@ def parents_within_own_cgroup(host: CgroupHost) -> dict[str, str]:
             )
             raise CgroupError(msg) from e
     return own
+
+
+def _memory_writes(directory: str, version: int, memory: int) -> list[tuple[str, str]]:
+    """The memory limit, and swap kept out of it: swapping out could dodge the limit, and
+    nothing a sandbox holds (its RAM-only scratch, its secrets) may be written to swap."""
+
+    def present(filename: str) -> bool:
+        return os.path.exists(os.path.join(directory, filename))
+
+    if version == 2:
+        return [("memory.max", str(memory))] + (
+            [("memory.swap.max", "0")] if present("memory.swap.max") else []
+        )
+    writes = [("memory.limit_in_bytes", str(memory))]
+    if present("memory.memsw.limit_in_bytes"):  # memory and swap together within the limit
+        writes.append(("memory.memsw.limit_in_bytes", str(memory)))
+    if present("memory.swappiness"):  # at 0, reclaim at the limit swaps nothing out
+        writes.append(("memory.swappiness", "0"))
+    return writes
