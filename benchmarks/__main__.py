@@ -9,6 +9,7 @@ JSON with a description of the machine.
     python -m benchmarks --render [--renders 10] [--quick]   # rendering in the browser
     python -m benchmarks --network [--quick]     # outbound traffic through a policy (root)
     python -m benchmarks --proxy [--quick]       # a notebook's web app through /hopx/proxy
+    python -m benchmarks --secrets [--quick]     # a Hopx kernel with secrets, and without
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from benchmarks import batches, measures, memory, network, proxy, render
+from benchmarks import batches, measures, memory, network, proxy, render, secret_costs
 from benchmarks.kernels import HOPX, STOCK, STOCK_CURVE, kernelspecs
 from benchmarks.stats import Metric, Samples, breakdown, summary, table
 from runtime.units import format_size
@@ -86,36 +87,6 @@ def measure_life_cycles(specs: Any, runs: int, samples: Samples) -> None:
         for kernel in KERNELS:
             for metric, value in measures.life_cycle(specs, kernel).items():
                 samples.add(metric, kernel, value)
-
-
-def measure_warm_kernels(
-    specs: Any, round_trips: int, floods: int, sizes: tuple[int, int], samples: Samples
-) -> None:
-    """Round trips and IOPub throughput on one warm kernel of each kind, interleaved (the stock
-    kernel with CurveZMQ included).
-
-    sizes: (1 MB chunks printed, 2 MB items displayed) per flood."""
-    printed, displayed = measures.printing(sizes[0]), measures.displaying(sizes[1])
-    started: dict[str, tuple[KernelManager, BlockingKernelClient]] = {}
-    try:
-        for kernel in WARM_KERNELS:
-            started[kernel] = measures.started_kernel(specs, kernel)
-            started[kernel][1].wait_for_ready(timeout=measures.TIMEOUT)
-        clients = {kernel: kc for kernel, (_, kc) in started.items()}
-        for _ in range(20):  # warm-up: first executions import and compile
-            for kc in clients.values():
-                measures.round_trip(kc)
-        for _ in range(round_trips):
-            for kernel, kc in clients.items():
-                samples.add(measures.ROUND_TRIP, kernel, measures.round_trip(kc))
-        for _ in range(floods):
-            for kernel, kc in clients.items():
-                samples.add(measures.PRINTED, kernel, measures.throughput(kc, *printed))
-                samples.add(measures.DISPLAYED, kernel, measures.throughput(kc, *displayed))
-    finally:
-        for km, kc in started.values():
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
 
 
 def measure_batches(
@@ -282,6 +253,36 @@ def main_proxy(quick: bool, json_path: str) -> int:
     return 0 if tables.get(proxy.DIRECT) else 1
 
 
+def main_secrets(quick: bool, json_path: str) -> int:
+    """A Hopx kernel with three secrets against the same without, and against the stock one."""
+    runs, round_trips, floods = (1, 10, 1) if quick else (20, 300, 5)
+    samples = Samples()
+    began = time.time()
+    secret_costs.measure(runs, round_trips, floods, samples)
+    with_secrets = secret_costs.HOPX_SECRETS
+    against_hopx = summary(secret_costs.METRICS, samples, HOPX, with_secrets)
+    against_stock = summary(secret_costs.METRICS, samples, STOCK, with_secrets)
+    about = machine()
+    print(describe(about))
+    print(
+        f"{runs} life cycles, {round_trips} round trips and {floods} output floods per kernel, "
+        "interleaved: stock, Hopx, Hopx with three secrets (masked in all its output)"
+    )
+    print(table(against_hopx, ("Hopx", "with secrets")))
+    print()
+    print(table(against_stock, ("stock", "with secrets")))
+    if json_path:
+        report = {
+            "machine": about,
+            "started": began,
+            "settings": {"runs": runs, "round_trips": round_trips, "floods": floods},
+            "rows": [asdict(r) for r in against_stock],
+            "against_hopx_rows": [asdict(r) for r in against_hopx],
+        }
+        write_json(json_path, report, samples)
+    return 0 if len(against_hopx) == len(secret_costs.METRICS) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0]
@@ -314,7 +315,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: a notebook's web app through /hopx/proxy and jupyter-server-proxy",
     )
+    parser.add_argument(
+        "--secrets",
+        action="store_true",
+        help="instead: what three secrets cost a Hopx kernel's start and output",
+    )
     args = parser.parse_args(argv)
+    if args.secrets:
+        return main_secrets(args.quick, args.json)
     if args.proxy:
         return main_proxy(args.quick, args.json)
     if args.network:
@@ -333,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.time()
     with kernelspecs() as specs:
         measure_life_cycles(specs, runs, samples)
-        measure_warm_kernels(specs, round_trips, floods, sizes, samples)
+        measures.warm_kernels(
+            specs, WARM_KERNELS, samples, round_trips=round_trips, floods=floods, sizes=sizes
+        )
         fallbacks = measure_batches(specs, repeats, notebooks, burst, samples)
         memory_figures = measure_memory(specs, idle)
     rows = summary(METRICS, samples, STOCK, HOPX)

@@ -31,14 +31,19 @@ def _stock_spec() -> dict[str, Any]:
 
 
 @contextmanager
-def kernelspecs(hopx_settings: dict[str, Any] | None = None) -> Iterator[KernelSpecManager]:
-    """A KernelSpecManager that knows exactly the two kernels, named STOCK and HOPX."""
+def kernelspecs(
+    hopx_settings: dict[str, Any] | None = None, extra: dict[str, dict[str, Any]] | None = None
+) -> Iterator[KernelSpecManager]:
+    """A KernelSpecManager that knows exactly the kernels STOCK, STOCK_CURVE and HOPX, and the
+    Hopx kernels in `extra` (name: settings)."""
     with tempfile.TemporaryDirectory(prefix="hopx-bench-") as root:
         specs = {
             STOCK: _stock_spec(),
             STOCK_CURVE: {**_stock_spec(), "metadata": {"supported_encryption": "curve"}},
             HOPX: kernelspec(hopx_settings or {}, python=sys.executable),
         }
+        for name, settings in (extra or {}).items():
+            specs[name] = kernelspec(settings, python=sys.executable)
         for name, spec in specs.items():
             (Path(root) / "kernels" / name).mkdir(parents=True)
             (Path(root) / "kernels" / name / "kernel.json").write_text(json.dumps(spec))

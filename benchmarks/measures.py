@@ -14,7 +14,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from benchmarks.kernels import manager
-from benchmarks.stats import Metric
+from benchmarks.stats import Metric, Samples
 
 TIMEOUT = 120.0
 
@@ -136,3 +136,38 @@ def throughput(kc: BlockingKernelClient, code: str, expected_bytes: int) -> floa
         msg = f"expected {expected_bytes} bytes of output, received {received}"
         raise RuntimeError(msg)
     return received / elapsed / 1e6
+
+
+def warm_kernels(
+    specs: KernelSpecManager,
+    kernels: tuple[str, ...],
+    samples: Samples,
+    *,
+    round_trips: int,
+    floods: int,
+    sizes: tuple[int, int],
+) -> None:
+    """Round trips and IOPub throughput on one warm kernel of each of `kernels`, interleaved.
+
+    sizes: (1 MB chunks printed, 2 MB items displayed) per flood."""
+    printed, displayed = printing(sizes[0]), displaying(sizes[1])
+    started: dict[str, tuple[KernelManager, BlockingKernelClient]] = {}
+    try:
+        for kernel in kernels:
+            started[kernel] = started_kernel(specs, kernel)
+            started[kernel][1].wait_for_ready(timeout=TIMEOUT)
+        clients = {kernel: kc for kernel, (_, kc) in started.items()}
+        for _ in range(20):  # warm-up: first executions import and compile
+            for kc in clients.values():
+                round_trip(kc)
+        for _ in range(round_trips):
+            for kernel, kc in clients.items():
+                samples.add(ROUND_TRIP, kernel, round_trip(kc))
+        for _ in range(floods):
+            for kernel, kc in clients.items():
+                samples.add(PRINTED, kernel, throughput(kc, *printed))
+                samples.add(DISPLAYED, kernel, throughput(kc, *displayed))
+    finally:
+        for km, kc in started.values():
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)

@@ -74,10 +74,11 @@ def _show(value: float, unit: str) -> str:
     return f"{value:.0f} {unit}"
 
 
-def table(rows: list[Row]) -> str:
-    """A Markdown table, also readable in a terminal."""
+def table(rows: list[Row], names: tuple[str, str] = ("stock", "Hopx")) -> str:
+    """A Markdown table, also readable in a terminal; `names` head the two columns compared."""
+    a, b = names
     lines = [
-        "| figure | stock median | Hopx median | stock p95 | Hopx p95 | Hopx/stock |",
+        f"| figure | {a} median | {b} median | {a} p95 | {b} p95 | {b}/{a} |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:

@@ -113,3 +113,22 @@ def test_quick_proxy_benchmark_measures_the_app_through_hopx_and_directly(tmp_pa
     assert figures["GET of a small answer from a notebook's app"]["samples"] == 40
     assert report["proxy"]["ways"] == ["hopx", "direct"]
     assert report["server_proxy_rows"] == []
+
+
+def test_quick_secrets_benchmark_compares_a_kernel_with_secrets_to_both(tmp_path: Path) -> None:
+    """Start, restart, round trips and output of a Hopx kernel with three secrets, against the
+    stock kernel and the same Hopx kernel without them: every figure there and finite."""
+    report, figures = quick_run(tmp_path, "--secrets")
+    assert sorted(figures) == sorted(
+        [
+            "start → first kernel_info_reply",
+            "start → wait_for_ready()",
+            "restart → wait_for_ready()",
+            "execute round trip (1+1)",
+            "IOPub: printed 1 MB chunks",
+            "IOPub: 2 MB display_data",
+        ]
+    )
+    against_hopx = {row["metric"]: row for row in report["against_hopx_rows"]}
+    assert sorted(against_hopx) == sorted(figures)
+    assert all(math.isfinite(row["ratio"]) for row in against_hopx.values())
