@@ -142,26 +142,26 @@ class MaskingSend:
     ) -> Any:
         if not isinstance(msg, dict):  # a relayed Message object: ipykernel sends none
             return self._original(session, stream, msg, ident=ident, buffers=buffers)
-        msg_type = msg.get("header", {}).get("msg_type")
         parent_id = str((msg.get("parent_header") or {}).get("msg_id", ""))
-        name = (msg.get("content") or {}).get("name") if msg_type == "stream" else None
+        content = msg.get("content") or {}
+        name, text = content.get("name"), content.get("text")
+        if msg.get("header", {}).get("msg_type") != "stream" or not isinstance(text, str):
+            name = None
         with self._lock:
-            self._release(parent_id, but=name if isinstance(name, str) else None)
-            masked = {
-                **msg,
-                "content": self._masker.content(msg.get("content")),
-                "metadata": self._masker.content(msg.get("metadata")),
-            }
-            if isinstance(name, str) and isinstance(masked["content"].get("text"), str):
+            self._release(parent_id, but=name)
+            masked = {**msg, "metadata": self._masker.content(msg.get("metadata"))}
+            if not isinstance(name, str) or not isinstance(text, str):
+                masked["content"] = self._masker.content(msg.get("content"))
+            else:  # stream text: masked with what was held back, its end perhaps held back
                 key = (parent_id, name)
-                now = self._masker.stream(key, masked["content"]["text"])
+                now = self._masker.stream(key, text)
                 held = self._masker.held(key)
                 if held is not None:
                     self._routes[key] = (session, stream, ident, msg.get("parent_header") or {})
                     self._release_later(key, held)
+                masked["content"] = {**content, "text": now}
                 if not now:
                     return masked
-                masked["content"] = {**masked["content"], "text": now}
             return self._original(
                 session, stream, masked, ident=ident, buffers=buffers, track=track
             )

@@ -126,6 +126,19 @@ def test_secrets_reach_the_kernels_environment_and_nothing_else(
     assert "hits []" in stdout, stdout
 
 
+def test_a_secret_from_the_servers_environment(
+    start_kernel: Callable[..., Kernel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """env: takes a variable of the server's environment (a spawner's, a unit's), which is
+    otherwise not passed on: the kernel has it under the secret's name only."""
+    value = odd_value("from-env")
+    monkeypatch.setenv("HOPX_TEST_GITHUB_TOKEN", value)
+    kernel = start_kernel(secrets={"GITHUB_TOKEN": "env:HOPX_TEST_GITHUB_TOKEN"})
+    assert digest_in_kernel(kernel, "GITHUB_TOKEN") == sha256(value)
+    _, stdout = kernel.run("import os; print('HOPX_TEST_GITHUB_TOKEN' in os.environ)")
+    assert stdout == "False\n"
+
+
 def test_values_are_fetched_again_at_a_restart(
     start_kernel: Callable[..., Kernel], tmp_path: Path
 ) -> None:
