@@ -130,11 +130,29 @@ def read_cpu_seconds(directories: list[str]) -> float | None:
 
 
 def read_memory_usage(directory: str) -> int | None:
-    """Bytes in use by a memory cgroup of either version; None if it cannot be read."""
-    for filename in ("memory.usage_in_bytes", "memory.current"):
-        with contextlib.suppress(OSError, ValueError):
-            return int(_read(os.path.join(directory, filename)))
+    """Bytes a memory cgroup of either version holds, not counting the page cache the kernel can
+    reclaim at once (inactive file pages, as `docker stats` leaves out): a sandbox that has read
+    many files is not shown near its limit with nothing to free. None if it cannot be read."""
+    for filename, inactive_file in (
+        ("memory.usage_in_bytes", "total_inactive_file"),
+        ("memory.current", "inactive_file"),
+    ):
+        try:
+            usage = int(_read(os.path.join(directory, filename)))
+        except (OSError, ValueError):
+            continue
+        return max(0, usage - _memory_stat(directory, inactive_file))
     return None
+
+
+def _memory_stat(directory: str, key: str) -> int:
+    """One figure of a memory cgroup's memory.stat; 0 if it has none."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in _read(os.path.join(directory, "memory.stat")).splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    return 0
 
 
 @dataclass
@@ -324,14 +342,7 @@ class SandboxCgroup:
 
     def memory_usage(self) -> int | None:
         entry = self.by_controller.get("memory")
-        if not entry:
-            return None
-        directory, version = entry
-        filename = "memory.usage_in_bytes" if version == 1 else "memory.current"
-        try:
-            return int(_read(os.path.join(directory, filename)))
-        except (OSError, ValueError):
-            return None
+        return read_memory_usage(entry[0]) if entry else None
 
     def kill_all(self, timeout: float = 5.0) -> None:
         """SIGKILL every process in the cgroup until it is empty (racing forks included)."""

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cgroups import CgroupError, CgroupHost, Hierarchy, SandboxCgroup, _parse_mount
+from runtime.cgroups import (
+    CgroupError,
+    CgroupHost,
+    Hierarchy,
+    SandboxCgroup,
+    _parse_mount,
+    read_memory_usage,
+)
 from runtime.spec import Limits
 
 LIMITS = Limits(memory=256 << 20, cpus=0.5, pids=64, disk=0)
@@ -106,3 +113,18 @@ def assert_joins_and_is_removed(cgroup: SandboxCgroup) -> None:
         cgroup.remove()
     assert joined.wait(5) == -9
     assert not any(os.path.exists(d) for d in directories)
+
+
+@pytest.mark.parametrize(
+    ("usage_file", "inactive_file"),
+    [("memory.current", "inactive_file"), ("memory.usage_in_bytes", "total_inactive_file")],
+)
+def test_memory_in_use_leaves_out_inactive_page_cache(
+    tmp_path: Path, usage_file: str, inactive_file: str
+) -> None:
+    (tmp_path / usage_file).write_text(f"{300 << 20}\n")
+    assert read_memory_usage(str(tmp_path)) == 300 << 20  # no memory.stat: all of it
+    (tmp_path / "memory.stat").write_text(f"anon {40 << 20}\n{inactive_file} {250 << 20}\n")
+    assert read_memory_usage(str(tmp_path)) == 50 << 20
+    (tmp_path / "memory.stat").write_text(f"{inactive_file} {400 << 20}\n")
+    assert read_memory_usage(str(tmp_path)) == 0  # read at two moments: never below nothing

@@ -85,6 +85,34 @@ def test_memory_limit_kills_reports_oom_and_restarts(
     assert_no_leaks(runtime_dir)
 
 
+def test_the_memory_figure_leaves_out_page_cache_that_can_be_freed(
+    start_kernel: StartKernel, workspace: Path
+) -> None:
+    """A kernel that has read a file larger than its memory limit holds little of it: the page
+    cache its cgroup is charged for is reclaimed on demand. The figure shown (REST, panel,
+    `jupyter hopx list`) is what it holds, as `docker stats` counts, not its limit."""
+    big = workspace / "big"
+    with open(big, "wb") as f:
+        for _ in range(400):
+            f.write(b"x" * MiB)
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # read by the kernel first
+    kernel = start_kernel(memory_limit="256M")
+    content, _ = kernel.run("with open('big', 'rb') as f:\n    while f.read(1 << 20): pass")
+    assert content["status"] == "ok", content
+    memory = Path(kernel.km.provisioner.supervisor.started["memory_cgroup"])
+    charged = next(
+        int((memory / name).read_text())
+        for name in ("memory.current", "memory.usage_in_bytes")
+        if (memory / name).exists()
+    )
+    assert charged > 200 * MiB  # the cache fills the cgroup up to its limit
+    shown = kernel.km.provisioner.usage()["memory_bytes"]
+    assert shown is not None
+    assert shown < 128 * MiB, (shown, charged)
+
+
 def test_fork_bomb_stops_at_the_pids_limit(start_kernel: StartKernel, runtime_dir: Path) -> None:
     """With pids_limit 64 a fork loop gets EAGAIN once the sandbox's threads and processes
     reach 64; the kernel answers afterwards and shutdown leaves nothing."""
