@@ -1,6 +1,7 @@
 """The Hopx jupyter_server extension: the timeout policy, its REST API and its events; a contents
 manager that follows no symbolic link (hopx_kernel.contents); kernel websockets that keep their
-session's replies (hopx_kernel.websocket_sessions).
+session's replies (hopx_kernel.websocket_sessions); start failures told in words
+(hopx_kernel.start_errors).
 
 Enabled on install (`etc/jupyter/jupyter_server_config.d/hopx_kernel.json`); `jupyter server
 extension list` shows it. Its timeout policy only acts on kernels started by the Hopx provisioner.
@@ -13,7 +14,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool
 
-from hopx_kernel import contents, events, websocket_sessions
+from hopx_kernel import contents, events, start_errors, websocket_sessions
 from hopx_kernel.culler import Culler
 from hopx_kernel.handlers import default_handlers
 from hopx_kernel.proxy import (
@@ -83,6 +84,7 @@ class HopxExtension(ExtensionApp):
         assert self.serverapp is not None
         events.register(self.serverapp.event_logger)
         websocket_sessions.install(self.serverapp, self.settings)
+        start_errors.install(self.serverapp)
         self.settings[TIMEOUT_SETTING] = self.proxy_timeout
         self.settings[ACTIVITY_SETTING] = self.proxy_is_activity
         self.settings[IDLE_SETTING] = self.proxy_idle_timeout

@@ -32,7 +32,6 @@ from typing import Any
 from jupyter_core.paths import SYSTEM_CONFIG_PATH, jupyter_config_dir
 from jupyter_server.services.security import csp_report_uri
 from jupyter_server.utils import url_path_join
-from tornado import web
 from traitlets import TraitError, Unicode, validate
 from traitlets.config import Configurable
 
@@ -43,6 +42,7 @@ from hopx_kernel.kernelspec import (
     provisioner_of,
     starts_under_hopx,
 )
+from hopx_kernel.start_errors import StartError
 
 EXTENSION = "hopx_kernel.lockdown"
 # The file `jupyter hopx install --lockdown` writes into a jupyter_server_config.d directory.
@@ -137,18 +137,11 @@ class LockdownError(Exception):
     """Lockdown cannot be applied to this server."""
 
 
-class KernelspecRefused(web.HTTPError):
-    """A kernel start refused by lockdown: HTTP 403 with a message for people.
-
-    Its str() is that message alone, since jupyter_server's session handlers pass str(error) on
-    as their own message."""
+class KernelspecRefused(StartError):
+    """A kernel start refused by lockdown: HTTP 403 with a message for people."""
 
     def __init__(self, message: str) -> None:
         super().__init__(403, message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def refusal_message(kernel_name: str, provisioner: str, choices: Mapping[str, str]) -> str:

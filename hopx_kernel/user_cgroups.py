@@ -115,6 +115,9 @@ def remove(user: str, host: CgroupHost | None = None, timeout: float = 5.0) -> N
         directory = Path(hierarchy.path) / ROOT / user
         if directory.is_dir():
             _remove_tree(directory, timeout)
+        # The last user's goes with it; others' keep it (it is not empty).
+        with contextlib.suppress(OSError):
+            directory.parent.rmdir()
 
 
 def _remove_tree(directory: Path, timeout: float) -> None:

@@ -200,6 +200,7 @@ def test_hub_users_get_sandboxed_kernels_of_their_own(
         f" 'other': reads('{alice.pw_dir}/private.txt'),"
         " 'hub_db': os.path.exists('/etc/shadow') and reads('/etc/shadow')}))"
     )
+    bob_socket.close()
     assert probe["other"] is False
     assert probe["hub_db"] is False
     # Its sandbox's cgroup is in the one delegated to its user, and holds its limit.
@@ -239,3 +240,4 @@ def test_hub_users_get_sandboxed_kernels_of_their_own(
             account.pw_uid
         )
         assert user_cgroup_directories(user) == []
+    assert not [h for h in hierarchies(CgroupHost.detect()) if Path(h.path, USER_CGROUPS).exists()]

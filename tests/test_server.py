@@ -9,6 +9,7 @@ import os
 import signal
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +256,25 @@ def test_server_sigterm_shuts_its_kernels_down(server: Server, runtime_dir: Path
     assert "Shutting down 2 kernels" in server.log()
     assert_no_leaks(runtime_dir)
     assert not list(runtime_dir.glob("kernel-*.json"))
+
+
+def test_a_failed_start_says_why_through_every_api(
+    server: Server, make_kernelspec: Callable[..., str]
+) -> None:
+    """A Hopx kernel that cannot start (workspace = "rw" on a folder owned by root): the kernels
+    API, which answered {"message": "Unhandled error"}, and the sessions API both give the
+    reason, what to do first."""
+    make_kernelspec("hopx-rw", workspace="rw")
+    for path, body in (
+        ("/api/kernels", {"name": "hopx-rw", "path": "notebooks"}),
+        (
+            "/api/sessions",
+            {"path": "notebooks/a.ipynb", "type": "notebook", "kernel": {"name": "hopx-rw"}},
+        ),
+    ):
+        response = server.api("POST", path, json=body)
+        assert response.status_code == 500, response.text
+        message = response.json()["message"]
+        assert message.startswith("Set workspace = 'ro', or give "), (path, message)
+        assert "Hopx could not start a sandbox for kernel" in message
+    assert server.api("GET", "/api/kernels").json() == []
