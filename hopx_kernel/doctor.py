@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from hopx_kernel.host import missing_bwrap_options, outdated_bwrap_message, user_namespace_problem
-from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup
+from runtime.cgroups import CgroupError, CgroupHost, SandboxCgroup, cgroup_cpu_seconds
 from runtime.host_uids import DEFAULT_RANGE as DEFAULT_UID_RANGE
 from runtime.host_uids import accounts_in_range, parse_uid_range
 from runtime.sandbox_network import INTERCEPTION_FIX
@@ -124,6 +124,7 @@ def check_cgroups(settings: Settings) -> Check:
         )
     except CgroupError as e:
         return Check("cgroups", False, f"{mode}; {e}", _CGROUP_FIX)
+    cpu_counted = cgroup_cpu_seconds(cgroup.directories) is not None
     cgroup.remove()
     if cgroup.unenforced:
         limits = ", ".join(u.partition(":")[0] for u in cgroup.unenforced)
@@ -133,7 +134,15 @@ def check_cgroups(settings: Settings) -> Check:
         if settings.allow_unenforced_limits:
             return Check("cgroups", True, found + " (allowed by allow_unenforced_limits)")
         return Check("cgroups", False, found, fix)
-    return Check("cgroups", True, f"{mode}{where}; memory, CPU and process limits enforced")
+    cpu_figure = (
+        "CPU use counted by the cgroup"
+        if cpu_counted
+        else "CPU use summed from the sandbox's processes, as no cpuacct controller counts it "
+        "(delegate cpuacct too for an exact figure)"
+    )
+    return Check(
+        "cgroups", True, f"{mode}{where}; memory, CPU and process limits enforced; {cpu_figure}"
+    )
 
 
 _CGROUP_MODES = {

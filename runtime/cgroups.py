@@ -117,7 +117,31 @@ def _read(path: str) -> str:
 
 def read_cpu_seconds(directories: list[str]) -> float | None:
     """CPU time a sandbox used so far, in seconds, from whichever of its cgroup directories
-    counts it (cgroup v1 cpuacct, or any v2 cgroup); None if none does."""
+    counts it (cgroup v1 cpuacct, or any v2 cgroup); without one (a v1 host where cpuacct was
+    not delegated), the CPU time of its processes, living and reaped. None if there are none."""
+    counted = cgroup_cpu_seconds(directories)
+    if counted is not None:
+        return counted
+    pids = SandboxCgroup("usage", directories).pids()
+    return processes_cpu_seconds(pids) if pids else None
+
+
+def processes_cpu_seconds(pids: set[int]) -> float:
+    """CPU time of `pids` and of the children they reaped (/proc/PID/stat: utime, stime,
+    cutime, cstime). A process that ends before its parent reaps it takes its time with it, so
+    this can fall: a reader takes a fall as no reading."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = _read(f"/proc/{pid}/stat")
+            # Fields after the command, which may hold spaces and parentheses.
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cgroup_cpu_seconds(directories: list[str]) -> float | None:
+    """CPU time as the cgroups count it; None if none of them does."""
     for directory in directories:
         with contextlib.suppress(OSError, ValueError):
             return int(_read(os.path.join(directory, "cpuacct.usage"))) / 1e9

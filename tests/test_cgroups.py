@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from runtime.cgroups import (
     Hierarchy,
     SandboxCgroup,
     _parse_mount,
+    read_cpu_seconds,
     read_memory_usage,
 )
 from runtime.spec import Limits
@@ -128,3 +130,32 @@ def test_memory_in_use_leaves_out_inactive_page_cache(
     assert read_memory_usage(str(tmp_path)) == 50 << 20
     (tmp_path / "memory.stat").write_text(f"{inactive_file} {400 << 20}\n")
     assert read_memory_usage(str(tmp_path)) == 0  # read at two moments: never below nothing
+
+
+def test_cpu_time_without_cpuacct_comes_from_the_sandboxs_processes(tmp_path: Path) -> None:
+    """On a v1 host where cpuacct was not delegated the cgroups count no CPU time: the figure is
+    then the CPU time of the processes in them, read from /proc."""
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nend = time.process_time() + 0.5\n"
+            "while time.process_time() < end: pass\nprint('done', flush=True)\ntime.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert busy.stdout is not None
+        assert busy.stdout.readline() == "done\n"
+        directory = tmp_path / "pids-only"
+        directory.mkdir()
+        (directory / "cgroup.procs").write_text(f"{busy.pid}\n")
+        seconds = read_cpu_seconds([str(directory)])
+        assert seconds is not None
+        assert 0.4 <= seconds < 5
+        (directory / "cgroup.procs").write_text("")
+        assert read_cpu_seconds([str(directory)]) is None  # nothing runs: no figure
+    finally:
+        busy.kill()
+        busy.communicate()

@@ -66,7 +66,7 @@ def test_doctor_passes_as_root_and_starts_a_kernel(runtime_dir: Path) -> None:
         "sandbox uids     each sandbox has a host uid of its own from 1879048192-" in result.stdout
     )
     assert "cgroups" in result.stdout
-    assert "memory, CPU and process limits enforced" in result.stdout
+    assert "memory, CPU and process limits enforced; CPU use counted by the cgroup" in result.stdout
     assert "test kernel      started and answered in" in result.stdout
     assert "outbound network nftables and tproxy intercept a sandbox's connections" in result.stdout
     assert lines[-1] == "Hopx kernels can start here."
