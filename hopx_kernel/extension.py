@@ -16,6 +16,7 @@ from traitlets import Bool
 
 from hopx_kernel import contents, events, start_errors, websocket_sessions
 from hopx_kernel.culler import Culler
+from hopx_kernel.gateway_forward import forward_handlers
 from hopx_kernel.handlers import default_handlers
 from hopx_kernel.proxy import (
     ACTIVITY_SETTING,
@@ -92,6 +93,10 @@ class HopxExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         assert self.serverapp is not None
+        if self.serverapp.gateway_config.gateway_enabled:
+            # The kernels, their sandboxes and the policy are the gateway's (hopx_kernel.gateway).
+            self.handlers.extend(forward_handlers())
+            return
         self.culler = Culler(self.serverapp.kernel_manager, self.log)
         lifetime = min(self.share_link_lifetime, self.max_share_link_lifetime)
         self.share_links = ShareLinks(lifetime, self.max_share_link_lifetime)
@@ -99,7 +104,9 @@ class HopxExtension(ExtensionApp):
         self.handlers.extend(proxy_handlers(self.share_links))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        assert self.culler is not None
+        if self.culler is None:
+            self.log.info("Hopx: the kernels' gateway runs their timeout policy")
+            return
         self.culler.start()
         # A new kernel may be due sooner than the culler's next look at the others.
         serverapp.event_logger.add_listener(schema_id=events.SCHEMA_ID, listener=self._on_event)
