@@ -80,15 +80,6 @@ def describe(about: dict[str, Any]) -> str:
     )
 
 
-def measure_life_cycles(specs: Any, runs: int, samples: Samples) -> None:
-    for kernel in KERNELS:  # one warm-up each: file caches, imports
-        measures.life_cycle(specs, kernel)
-    for _ in range(runs):
-        for kernel in KERNELS:
-            for metric, value in measures.life_cycle(specs, kernel).items():
-                samples.add(metric, kernel, value)
-
-
 def measure_batches(
     specs: Any, repeats: int, notebooks: int, burst: int, samples: Samples
 ) -> dict[str, int]:
@@ -340,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = Samples()
     began = time.time()
     with kernelspecs() as specs:
-        measure_life_cycles(specs, runs, samples)
+        measures.life_cycles(specs, KERNELS, runs, samples)
         measures.warm_kernels(
             specs, WARM_KERNELS, samples, round_trips=round_trips, floods=floods, sizes=sizes
         )

@@ -138,6 +138,19 @@ def throughput(kc: BlockingKernelClient, code: str, expected_bytes: int) -> floa
     return received / elapsed / 1e6
 
 
+def life_cycles(
+    specs: KernelSpecManager, kernels: tuple[str, ...], runs: int, samples: Samples
+) -> None:
+    """`runs` life cycles of each of `kernels`, interleaved, after a warm-up of each (file
+    caches, imports)."""
+    for kernel in kernels:
+        life_cycle(specs, kernel)
+    for _ in range(runs):
+        for kernel in kernels:
+            for metric, value in life_cycle(specs, kernel).items():
+                samples.add(metric, kernel, value)
+
+
 def warm_kernels(
     specs: KernelSpecManager,
     kernels: tuple[str, ...],

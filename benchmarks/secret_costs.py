@@ -43,12 +43,7 @@ def secret_kernelspecs() -> Iterator[KernelSpecManager]:
 
 def measure(runs: int, round_trips: int, floods: int, samples: Samples) -> None:
     with secret_kernelspecs() as specs:
-        for kernel in KERNELS:  # one warm-up each: file caches, imports
-            measures.life_cycle(specs, kernel)
-        for _ in range(runs):
-            for kernel in KERNELS:
-                for metric, value in measures.life_cycle(specs, kernel).items():
-                    samples.add(metric, kernel, value)
+        measures.life_cycles(specs, KERNELS, runs, samples)
         measures.warm_kernels(
             specs, KERNELS, samples, round_trips=round_trips, floods=floods, sizes=(20, 10)
         )

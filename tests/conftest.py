@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -283,6 +284,17 @@ def start_holder(code: str) -> tuple[subprocess.Popen[str], str]:
     )
     assert holder.stdout is not None
     return holder, holder.stdout.readline().strip()
+
+
+def terminate(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """Stop a server the test started: SIGTERM, then SIGKILL after `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0) -> Any:

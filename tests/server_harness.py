@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 import requests
 import websocket
 
-from conftest import wait_until
+from conftest import terminate, wait_until
 
 DATA = "readable, not writable\n"
 
@@ -330,13 +329,7 @@ def running_server(
         for ks in srv.sockets:
             with contextlib.suppress(Exception):
                 ks.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process)
         srv.http.close()
 
 

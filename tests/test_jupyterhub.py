@@ -12,7 +12,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 import requests
 import websocket
 
-from conftest import wait_until
+from conftest import terminate, wait_until
 from hopx_kernel.user_cgroups import ROOT as USER_CGROUPS
 from hopx_kernel.user_cgroups import hierarchies
 from runtime.cgroups import CgroupHost
@@ -132,13 +131,7 @@ def hub(tmp_path: Path, unix_users: dict[str, pwd.struct_passwd]) -> Iterator[Hu
         assert process.poll() is None, hub.log()[-3000:]
         yield hub
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # stops every user's server and the proxy
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, 60)  # SIGTERM stops every user's server and the proxy
         hub.http.close()
         shutil.rmtree(config_root, ignore_errors=True)
 

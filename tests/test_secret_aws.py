@@ -20,7 +20,7 @@ import boto3
 import pytest
 import requests
 
-from conftest import Kernel, wait_until
+from conftest import Kernel, terminate, wait_until
 from hopx_kernel.secret_refs import (
     SecretError,
     SecretRef,
@@ -79,12 +79,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert answers(url), log_path.read_text(errors="replace")[-3000:]
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        terminate(server, 10)
 
 
 @pytest.fixture
