@@ -10,6 +10,7 @@ JSON with a description of the machine.
     python -m benchmarks --network [--quick]     # outbound traffic through a policy (root)
     python -m benchmarks --proxy [--quick]       # a notebook's web app through /hopx/proxy
     python -m benchmarks --secrets [--quick]     # a Hopx kernel with secrets, and without
+    python -m benchmarks --gateway [--quick]     # kernel start through a Kernel Gateway
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from benchmarks import batches, measures, memory, network, proxy, render, secret_costs
+from benchmarks import (
+    batches,
+    gateway,
+    measures,
+    memory,
+    network,
+    proxy,
+    render,
+    secret_costs,
+)
 from benchmarks.kernels import HOPX, STOCK, STOCK_CURVE, kernelspecs
 from benchmarks.stats import Metric, Samples, breakdown, summary, table
 from runtime.units import format_size
@@ -244,6 +254,23 @@ def main_proxy(quick: bool, json_path: str) -> int:
     return 0 if tables.get(proxy.DIRECT) else 1
 
 
+def main_gateway(quick: bool, json_path: str) -> int:
+    """Kernel start through a Kernel Gateway with the Hopx personality, Hopx against stock."""
+    runs = 2 if quick else 20
+    samples = Samples()
+    began = time.time()
+    gateway.measure(runs, samples)
+    rows = summary(gateway.METRICS, samples, STOCK, HOPX)
+    about = machine()
+    print(describe(about))
+    print(f"{runs} starts of each kernel through one Kernel Gateway, interleaved")
+    print(table(rows))
+    if json_path:
+        report = {"machine": about, "started": began, "settings": {"runs": runs}}
+        write_json(json_path, {**report, "rows": [asdict(r) for r in rows]}, samples)
+    return 0 if rows else 1
+
+
 def main_secrets(quick: bool, json_path: str) -> int:
     """A Hopx kernel with three secrets against the same without, and against the stock one."""
     runs, round_trips, floods = (1, 10, 1) if quick else (20, 300, 5)
@@ -272,6 +299,15 @@ def main_secrets(quick: bool, json_path: str) -> int:
         }
         write_json(json_path, report, samples)
     return 0 if len(against_hopx) == len(secret_costs.METRICS) else 1
+
+
+# The benchmarks that run instead of the main one: flag -> (quick, json path) -> exit status.
+ONE_MODE = {
+    "gateway": main_gateway,
+    "secrets": main_secrets,
+    "proxy": main_proxy,
+    "network": main_network,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,15 +347,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: what three secrets cost a Hopx kernel's start and output",
     )
+    parser.add_argument(
+        "--gateway",
+        action="store_true",
+        help="instead: kernel start through a Kernel Gateway with the Hopx personality",
+    )
     args = parser.parse_args(argv)
-    if args.secrets:
-        return main_secrets(args.quick, args.json)
-    if args.proxy:
-        return main_proxy(args.quick, args.json)
-    if args.network:
-        return main_network(args.quick, args.json)
     if args.render:
         return main_render(1 if args.quick else args.renders, args.json)
+    for mode, run_mode in ONE_MODE.items():
+        if getattr(args, mode):
+            return run_mode(args.quick, args.json)
     runs, round_trips, floods = args.runs, args.round_trips, args.floods
     sizes = (50, 20)  # 50 chunks of 1 MB printed, 20 items of 2 MB displayed
     notebooks, burst, idle = 20, 20, 10  # papermill batch, kernels started at once, idle kernels

@@ -13,14 +13,13 @@ import importlib.util
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import requests
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from benchmarks.kernels import HOPX, STOCK, jupyter_path, kernelspecs
+from benchmarks.servers import answers, free_port, wait_until
 from benchmarks.stats import Metric, Samples
 
 LATENCY = Metric("GET of a small answer from a notebook's app", "s")
@@ -67,7 +67,7 @@ def measure(rounds: int, gets: int, samples: Samples) -> dict[str, Any]:
         session = requests.Session()
         session.headers["Authorization"] = f"token {token}"
         hopx = _kernel_with_app(session, url, runtime, HOPX, 8000)
-        stock_port = _free_port()
+        stock_port = free_port()
         _kernel_with_app(session, url, runtime, STOCK, stock_port)
         ways = {
             HOPX: f"{url}/hopx/proxy/{hopx}/8000/",
@@ -124,7 +124,7 @@ def _concurrent(token: str, target: str, gets: int) -> float:
 def _server(kernels: str) -> Iterator[tuple[str, str, Path]]:
     """A Jupyter server on a free port, finding the benchmark's kernelspecs."""
     token = secrets.token_hex(16)
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="hopx-bench-proxy-") as folder:
         runtime, root = Path(folder) / "rt", Path(folder) / "root"
         runtime.mkdir()
@@ -150,7 +150,7 @@ def _server(kernels: str) -> Iterator[tuple[str, str, Path]]:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_until(lambda: _answers(f"{url}/api/status", token), 60)
+            wait_until(lambda: answers(f"{url}/api/status", token), 60, "Jupyter server")
             yield url, token, runtime
         finally:
             process.terminate()
@@ -179,32 +179,8 @@ def _kernel_with_app(
             raise RuntimeError(msg)
     finally:
         client.stop_channels()
-    _wait_until(lambda: _answers(f"{url}/api/kernels/{kernel_id}", session=session), 10)
+    wait_until(lambda: answers(f"{url}/api/kernels/{kernel_id}", session=session), 10, "kernel")
     return kernel_id
-
-
-def _answers(url: str, token: str = "", session: requests.Session | None = None) -> bool:
-    headers = {"Authorization": f"token {token}"} if token else {}
-    try:
-        getter = session.get if session else requests.get
-        return bool(getter(url, headers=headers, timeout=2).ok)
-    except requests.RequestException:
-        return False
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            msg = "the benchmark's Jupyter server did not come up"
-            raise RuntimeError(msg)
-        time.sleep(0.1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def describe(measured: dict[str, Any]) -> str:

@@ -37,7 +37,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from typing import Any
 
 from benchmarks.chromium import Chromium, Frame, Page
 from benchmarks.kernels import HOPX, STOCK, jupyter_path, kernelspecs
+from benchmarks.servers import free_port
 from benchmarks.stats import Metric, Samples
 
 # The stock notebooks name the kernelspec every Jupyter has.
@@ -279,12 +279,6 @@ class Lab:
     token: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own server
@@ -311,7 +305,7 @@ def lab_server(root: Path, data_dir: Path, kernels_path: str, log: Path) -> Iter
     for folder in ("config", "runtime"):
         (home / folder).mkdir()
     token = secrets.token_hex(16)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "JUPYTERLAB_SETTINGS_DIR": str(home / "lab-settings"),

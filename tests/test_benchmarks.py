@@ -132,3 +132,11 @@ def test_quick_secrets_benchmark_compares_a_kernel_with_secrets_to_both(tmp_path
     against_hopx = {row["metric"]: row for row in report["against_hopx_rows"]}
     assert sorted(against_hopx) == sorted(figures)
     assert all(math.isfinite(row["ratio"]) for row in against_hopx.values())
+
+
+def test_quick_gateway_benchmark_times_starts_through_a_kernel_gateway(tmp_path: Path) -> None:
+    """Starts through a Kernel Gateway with the Hopx personality, the stock kernel (checked to
+    be unsandboxed there) against the Hopx one (checked to be sandboxed)."""
+    _, figures = quick_run(tmp_path, "--gateway")
+    assert sorted(figures) == ["start through a Kernel Gateway → first kernel_info_reply"]
+    assert figures["start through a Kernel Gateway → first kernel_info_reply"]["samples"] == 2
