@@ -48,6 +48,8 @@ def hopx_gateway() -> Iterator[tuple[str, str]]:
                     "--KernelGatewayApp.ip=127.0.0.1",
                     f"--KernelGatewayApp.port={port}",
                     f"--KernelGatewayApp.auth_token={token}",
+                    # The stock kernel, to compare with.
+                    "--HopxPersonality.allow_unsandboxed=True",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -135,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     doctor_parser.add_argument("--bwrap", default="bwrap", help="the bubblewrap executable")
     doctor_parser.add_argument(
+        "--hub-user",
+        metavar="NAME",
+        help="as root: check what this user's kernels get under a JupyterHub with HopxSpawner "
+        "(their delegated cgroup, as them)",
+    )
+    doctor_parser.add_argument(
         "--sandbox-uid-range",
         default=DEFAULT_UID_RANGE,
         help="the sandbox_uid_range setting to check (root servers)",
@@ -150,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "secrets":
         return secrets_cli.main(args)
+    if args.command == "doctor" and args.hub_user:
+        return _doctor_for_hub_user(args)
     if args.command == "doctor":
         from hopx_kernel import doctor  # noqa: PLC0415 - starts a kernel; only needed here
 
@@ -196,6 +204,19 @@ def _install(args: argparse.Namespace) -> int:
         where = lockdown.config_path(user=args.user, prefix=prefix)
         print(f"Lockdown off: removed {removed}" if removed else f"Lockdown off: no {where}")
     return 0
+
+
+def _doctor_for_hub_user(args: argparse.Namespace) -> int:
+    from hopx_kernel.hub_doctor import HubDoctorError, run_as_hub_user  # noqa: PLC0415
+
+    passed = ["--json"] if args.json else []
+    passed += ["--allow-unenforced-limits"] if args.allow_unenforced_limits else []
+    passed += ["--bwrap", args.bwrap]
+    try:
+        return run_as_hub_user(args.hub_user, passed)
+    except HubDoctorError as e:
+        print(f"jupyter hopx doctor: {e}", file=sys.stderr)
+        return 2
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -45,7 +45,8 @@ def gateway(
     tmp_path: Path, make_kernelspec: Callable[..., str], kernels_dir: Path
 ) -> Iterator[Gateway]:
     """A Kernel Gateway with the Hopx personality, the Hopx kernelspecs `hopx-test` and
-    `hopx-idle` (idle_timeout 4s) and `plain`, a kernelspec that names no provisioner."""
+    `hopx-idle` (idle_timeout 4s), `plain`, a kernelspec that names no provisioner, and `local`,
+    one that names local-provisioner."""
     make_kernelspec("hopx-test")
     make_kernelspec("hopx-idle", idle_timeout="4s", warn_before="2s", cull_interval="1s")
     (kernels_dir / "plain").mkdir()
@@ -55,6 +56,9 @@ def gateway(
         "language": "python",
     }
     (kernels_dir / "plain" / "kernel.json").write_text(json.dumps(plain))
+    (kernels_dir / "local").mkdir()
+    local = {**plain, "metadata": {"kernel_provisioner": {"provisioner_name": "local-provisioner"}}}
+    (kernels_dir / "local" / "kernel.json").write_text(json.dumps(local))
     port, token = free_port(), secrets.token_hex(16)
     log_path = tmp_path / "gateway.log"
     with open(log_path, "wb") as log:
@@ -102,6 +106,11 @@ def test_the_gateway_sandboxes_every_kernel_and_serves_the_hopx_api(gateway: Gat
     assert extended.json()["extended_until"]
     assert gateway.api("DELETE", f"/hopx/api/sandboxes/{kernel_id}").status_code == 204
     assert wait_until(lambda: kernel_id not in gateway.kernels(), 30)
+    # A kernelspec that names another provisioner is refused, saying what to do.
+    refused = gateway.api("POST", "/api/kernels", json={"name": "local"})
+    assert refused.status_code == 403, refused.text
+    assert "names the provisioner 'local-provisioner'" in refused.json()["message"]
+    assert gateway.kernels() == []
 
 
 def test_the_gateway_culls_an_idle_kernel(gateway: Gateway) -> None:

@@ -8,6 +8,7 @@ server stopped through the hub leaves no process, cgroup or sandbox behind."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import secrets
@@ -234,3 +235,35 @@ def test_hub_users_get_sandboxed_kernels_of_their_own(
         )
         assert user_cgroup_directories(user) == []
     assert not [h for h in hierarchies(CgroupHost.detect()) if Path(h.path, USER_CGROUPS).exists()]
+
+
+def test_the_doctor_checks_what_a_hub_users_kernels_get(
+    unix_users: dict[str, pwd.struct_passwd],
+) -> None:
+    """`jupyter hopx doctor --hub-user NAME`, as root: the user's cgroup delegated as a spawn
+    would, the doctor run as the user inside it, a test kernel started; nothing left after."""
+    done = subprocess.run(
+        [str(VENV_BIN / "jupyter"), "hopx", "doctor", "--hub-user", "hopx-alice", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["cgroups"]["ok"], checks["cgroups"]
+    assert "under 'hopx-users/hopx-alice'" in checks["cgroups"]["found"]
+    assert "CPU use counted by the cgroup" in checks["cgroups"]["found"]
+    assert checks["test kernel"]["ok"], checks["test kernel"]
+    assert user_cgroup_directories("hopx-alice") == []
+    assert processes_of(unix_users["hopx-alice"].pw_uid) == []
+    refused = subprocess.run(
+        [str(VENV_BIN / "jupyter"), "hopx", "doctor", "--hub-user", "hopx-nobody-here"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "there is no Unix user 'hopx-nobody-here'" in refused.stderr
