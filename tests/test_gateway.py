@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 import requests
+from playwright.sync_api import Browser, expect
 
+from browser_harness import UI_TIMEOUT, open_notebook, run_first_cell, shoot, write_notebook
 from conftest import terminate, wait_until
-from server_harness import free_port, running_server
+from server_harness import Server, free_port, running_server
 
 
 @dataclass
@@ -143,3 +145,31 @@ def test_jupyterlab_in_front_of_the_gateway_shows_and_kills_its_sandboxes(
         assert missing.status_code == 404
         assert server.api("DELETE", f"/hopx/api/sandboxes/{kernel_id}").status_code == 204
         assert wait_until(lambda: kernel_id not in gateway.kernels(), 30)
+
+
+@pytest.fixture
+def server_args(gateway: Gateway) -> list[str]:
+    """The Jupyter server (and its JupyterLab) in these tests runs its kernels on the gateway."""
+    return [f"--gateway-url={gateway.url}", f"--GatewayClient.auth_token={gateway.token}"]
+
+
+def test_jupyterlab_on_a_gateway_shows_its_sandbox_and_kills_it(
+    lab: Server, browser: Browser, gateway: Gateway
+) -> None:
+    """JupyterLab in Chromium, its kernels on the gateway: a notebook on a Hopx kernel runs a
+    cell, the status bar shows the sandbox's memory limit, the Sandboxes panel lists it, and
+    Kill there stops it on the gateway."""
+    path = write_notebook(lab, "on-gateway.ipynb", "hopx-test")
+    page = open_notebook(browser, lab, path, "gateway")
+    assert run_first_cell(page).strip() == "42"
+    (kernel_id,) = gateway.kernels()
+    expect(page.locator(".hopx-SandboxStatus")).to_contain_text("/ 512 MiB", timeout=UI_TIMEOUT)
+    page.locator('.jp-SideBar [data-id="hopx-sandboxes"]').click()
+    card = page.locator(f'.hopx-SandboxCard[data-kernel-id="{kernel_id}"]')
+    expect(card).to_be_visible(timeout=UI_TIMEOUT)
+    shoot(page, "gateway-sandboxes-panel")
+    card.locator(".hopx-SandboxCard-kill").click()
+    page.locator(".jp-Dialog button.jp-mod-warn").click()
+    assert wait_until(lambda: gateway.kernels() == [], 30)
+    expect(card).to_have_count(0, timeout=UI_TIMEOUT)
+    page.close()

@@ -206,7 +206,12 @@ def test_hub_users_get_sandboxed_kernels_of_their_own(
     assert str(256 << 20) in limits, limits
 
     # One user reaches nothing of the other's server.
-    for path in ("/user/hopx-alice/api/kernels", "/user/hopx-alice/hopx/api/sandboxes"):
+    for path in (
+        "/user/hopx-alice/api/kernels",
+        "/user/hopx-alice/hopx/api/sandboxes",
+        f"/user/hopx-alice/hopx/api/sandboxes/{bob_kernel}/links",
+        "/user/hopx-alice/api/contents/private.txt",
+    ):
         response = hub.api("GET", path, tokens["hopx-bob"], allow_redirects=False)
         assert response.status_code in (302, 403), (path, response.status_code)
     response = hub.api(
