@@ -152,7 +152,8 @@ def processes_of(uid: int) -> list[str]:
                 line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
             )
             if int(fields["Uid"].split()[1]) == uid:
-                found.append(f"{status.parent.name} {fields['Name'].strip()}")
+                state = fields["State"].split()[0]
+                found.append(f"{status.parent.name} {fields['Name'].strip()} {state}")
     return found
 
 
@@ -262,7 +263,8 @@ def test_the_doctor_checks_what_a_hub_users_kernels_get(
     assert "CPU use counted by the cgroup" in checks["cgroups"]["found"]
     assert checks["test kernel"]["ok"], checks["test kernel"]
     assert user_cgroup_directories("hopx-alice") == []
-    assert processes_of(unix_users["hopx-alice"].pw_uid) == []
+    uid = unix_users["hopx-alice"].pw_uid
+    assert wait_until(lambda: processes_of(uid) == [], 30), processes_of(uid)
     refused = subprocess.run(
         [str(VENV_BIN / "jupyter"), "hopx", "doctor", "--hub-user", "hopx-nobody-here"],
         capture_output=True,
