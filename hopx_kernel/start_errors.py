@@ -40,7 +40,7 @@ def install(serverapp: Any) -> None:
             raise
         except Exception as e:
             name = kwargs.get("kernel_name") or kernel_manager.default_kernel_name
-            if not _starts_under_hopx(serverapp, name):
+            if not await _starts_under_hopx(serverapp, name):
                 raise
             serverapp.log.error("Hopx kernel %s did not start", name, exc_info=True)
             raise StartError(500, str(e)) from e
@@ -48,9 +48,11 @@ def install(serverapp: Any) -> None:
     kernel_manager.start_kernel = start_kernel_saying_why
 
 
-def _starts_under_hopx(serverapp: Any, name: str) -> bool:
+async def _starts_under_hopx(serverapp: Any, name: str) -> bool:
     try:
-        spec = serverapp.kernel_manager.kernel_spec_manager.get_kernel_spec(name)
+        # A gateway's kernelspec manager answers asynchronously.
+        specs = serverapp.kernel_manager.kernel_spec_manager
+        spec = await ensure_async(specs.get_kernel_spec(name))
     except (KeyError, OSError, ValueError):  # no such kernelspec (NoSuchKernel): not ours
         return False
     return starts_under_hopx(spec.metadata or {}, default_provisioner_name(serverapp))
