@@ -56,7 +56,6 @@ def test_a_secret_is_in_the_kernel_and_nowhere_else(
     events = server.events()
     kernel_id = server.open_notebook("notebooks/secret.ipynb", "hopx-secret")
     kernel = server.connect(kernel_id)
-    outputs = []
     for code in (
         "import os; print(os.environ['API_KEY'], os.environ['TOKEN'])",
         "os.environ['API_KEY']",
